@@ -1,0 +1,205 @@
+"""The workspace contract: `agentx.toml` parsed into a typed, validated manifest.
+
+A workspace is any git repository with an `agentx.toml` at its root (the format is in
+docs/contracts.md). Every problem with the file becomes a `ManifestError` that names the
+file, the key and what was expected, so a person can fix it without reading our code.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+MANIFEST = "agentx.toml"
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message says where and what to write instead."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WorkspaceInfo(_Section):
+    name: str = Field(min_length=1, description="a short name for reports")
+    description: str = ""
+
+
+class TrainSpec(_Section):
+    entrypoint: str = Field(description='"module:function", called in a kernel as function(run_dir)')
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _module_and_function(cls, value: str) -> str:
+        module, _, function = value.partition(":")
+        if not (module and function and all(p.isidentifier() for p in module.split("."))
+                and function.isidentifier()):
+            raise ValueError(f'must look like "module:function" (e.g. "train:main"), got {value!r}')
+        return value
+
+    @property
+    def module(self) -> str:
+        return self.entrypoint.partition(":")[0]
+
+    @property
+    def function(self) -> str:
+        return self.entrypoint.partition(":")[2]
+
+
+class DataSpec(_Section):
+    module: str = Field(description="path of the protected data module, e.g. data.py")
+    id_column: str = "row_id"
+    label_column: str = "label"
+    user_column: str = "user_id"
+    item_column: str = "item_id"
+
+    @field_validator("module")
+    @classmethod
+    def _python_file(cls, value: str) -> str:
+        if not value.endswith(".py"):
+            raise ValueError(f"must be a .py file inside the workspace, got {value!r}")
+        return _relative_path(value)
+
+
+class MetricSpec(_Section):
+    primary: Literal["auc", "logloss"]
+    direction: Literal["maximize", "minimize"]
+    min_effect: float = Field(ge=0, description="smallest effect worth shipping, in metric units")
+    secondary: list[Literal["auc", "logloss"]] = []
+
+    @model_validator(mode="after")
+    def _direction_fits(self) -> MetricSpec:
+        natural = {"auc": "maximize", "logloss": "minimize"}[self.primary]
+        if self.direction != natural:
+            raise ValueError(f"{self.primary} is a metric to {natural}, but direction is {self.direction!r}")
+        return self
+
+    @property
+    def sign(self) -> int:
+        """+1 when bigger is better, -1 when smaller is better."""
+        return 1 if self.direction == "maximize" else -1
+
+
+class TierSpec(_Section):
+    epochs: int = Field(ge=1)
+    timeout_s: float = Field(gt=0)
+    train_rows: int | None = Field(default=None, ge=10, description="sample size; absent = all rows")
+    eval_rows: int | None = Field(default=None, ge=10)
+
+
+class Tiers(_Section):
+    micro: TierSpec
+    full: TierSpec
+
+    @model_validator(mode="after")
+    def _micro_is_small(self) -> Tiers:
+        if self.micro.train_rows is None:
+            raise ValueError("tiers.micro needs train_rows (a few hundred rows: it is the smoke test)")
+        return self
+
+
+class Guardrails(_Section):
+    max_params: int | None = Field(default=None, gt=0)
+    max_p95_latency_ms: float | None = Field(default=None, gt=0)
+    max_train_seconds: float | None = Field(default=None, gt=0)
+    max_secondary_regression: dict[Literal["auc", "logloss"], float] = {}
+
+
+class PathRules(_Section):
+    editable: list[str] = Field(min_length=1)
+    protected: list[str] = Field(min_length=1)
+
+    @field_validator("editable", "protected")
+    @classmethod
+    def _relative(cls, values: list[str]) -> list[str]:
+        return [_relative_path(v) for v in values]
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> PathRules:
+        both = sorted(set(self.editable) & set(self.protected))
+        if both:
+            raise ValueError(f"paths cannot be both editable and protected: {', '.join(both)}")
+        return self
+
+    def is_protected(self, path: str) -> bool:
+        return any(_covers(rule, path) for rule in self.protected)
+
+    def is_editable(self, path: str) -> bool:
+        return not self.is_protected(path) and any(_covers(rule, path) for rule in self.editable)
+
+
+class FeatureSpec(_Section):
+    catalog: str = "features.yaml"
+
+    @field_validator("catalog")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        return _relative_path(value)
+
+
+class Manifest(_Section):
+    workspace: WorkspaceInfo
+    train: TrainSpec
+    data: DataSpec
+    metric: MetricSpec
+    tiers: Tiers
+    guardrails: Guardrails = Guardrails()
+    paths: PathRules
+    features: FeatureSpec = FeatureSpec()
+
+    @model_validator(mode="after")
+    def _data_module_protected(self) -> Manifest:
+        for needed in (self.data.module, MANIFEST):
+            if not self.paths.is_protected(needed):
+                raise ValueError(f"paths.protected must cover {needed!r}: the harness relies on it")
+        return self
+
+
+def _relative_path(value: str) -> str:
+    path = PurePosixPath(value)
+    if not value or path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"must be a path inside the workspace (relative, no '..'), got {value!r}")
+    return str(path)
+
+
+def _covers(rule: str, path: str) -> bool:
+    return path == rule or path.startswith(rule.rstrip("/") + "/")
+
+
+def load_manifest(workspace: Path | str) -> Manifest:
+    """Read `<workspace>/agentx.toml` (or a manifest file given directly)."""
+    path = Path(workspace)
+    if path.is_dir():
+        path = path / MANIFEST
+    if not path.is_file():
+        raise ManifestError(f"{path}: no manifest here. A workspace needs an {MANIFEST} at its root; "
+                            "`agentx init DIR` creates one from a template.")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: not valid TOML ({exc})") from None
+    return parse_manifest(raw, source=str(path))
+
+
+def parse_manifest(raw: dict, source: str = MANIFEST) -> Manifest:
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise ManifestError(f"{source}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+
+
+def _describe(error: dict) -> str:
+    key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    kind = error["type"]
+    if kind == "missing":
+        return f"key {key!r} is missing"
+    if kind == "extra_forbidden":
+        return f"key {key!r} is not a known setting (check its spelling)"
+    message = error["msg"].removeprefix("Value error, ")
+    got = error.get("input")
+    shown = "" if isinstance(got, dict) or kind.startswith("value_error") else f" (got {got!r})"
+    return f"key {key!r}: {message}{shown}"

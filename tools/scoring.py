@@ -1,0 +1,129 @@
+"""The evaluator owns the metric: predictions are checked and scored here, in the harness.
+
+The kernel writes `predictions/<split>.csv` (id, score); this module joins them to labels
+the kernel never saw and computes AUC and logloss. A prediction file that is missing, has
+missing, duplicate or unknown ids, NaNs, or scores outside [0, 1] makes the run invalid:
+an `InvalidPredictions` with the reason, never a number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+
+from tools.splits import EVAL_SPLITS, Splits, _csv, _quote
+
+EPS = 1e-7
+
+
+class InvalidPredictions(ValueError):
+    """The predictions break the contract; `kind` is 'missing_rows', 'nan', 'format', ..."""
+
+    def __init__(self, kind: str, detail: str):
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Labelled:
+    ids: np.ndarray
+    labels: np.ndarray
+    scores: np.ndarray
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC by the rank-sum (Mann-Whitney) formula, ties given their average rank."""
+    labels = np.asarray(labels, dtype=bool)
+    scores = np.asarray(scores, dtype=float)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    _, first, counts = np.unique(scores[order], return_index=True, return_counts=True)
+    ranks = np.empty(len(scores))
+    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def logloss(labels: np.ndarray, scores: np.ndarray) -> float:
+    p = np.clip(np.asarray(scores, dtype=float), EPS, 1 - EPS)
+    y = np.asarray(labels, dtype=float)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+METRICS = {"auc": auc, "logloss": logloss}
+
+
+def join_predictions(splits: Splits, run_dir: Path, split: str) -> Labelled:
+    """Labels for exactly the rows the kernel was given, joined to its predictions."""
+    pred_path = run_dir / "predictions" / f"{split}.csv"
+    if not pred_path.is_file():
+        raise InvalidPredictions("missing_file", f"the entrypoint wrote no predictions/{split}.csv")
+    con = duckdb.connect()
+    id_col = _quote(splits.id_column)
+    try:
+        con.execute(f"CREATE TABLE pred AS SELECT * FROM {_csv(pred_path)}")
+    except duckdb.Error as exc:
+        raise InvalidPredictions("format", f"predictions/{split}.csv is not a readable CSV: {exc}") from None
+    columns = {row[0] for row in con.execute("DESCRIBE pred").fetchall()}
+    if not {splits.id_column, "score"} <= columns:
+        raise InvalidPredictions("format", f"predictions/{split}.csv needs columns {splits.id_column},score; "
+                                 f"it has {', '.join(sorted(columns))}")
+    con.execute(f"CREATE TABLE given AS SELECT {id_col} AS id FROM {_csv(run_dir / f'{split}.csv')}")
+    con.execute(f"CREATE TABLE truth AS SELECT {id_col} AS id, {_quote(splits.label_column)} AS label "
+                f"FROM {_csv(splits.file(split))} WHERE {id_col} IN (SELECT id FROM given)")
+    dupes = con.execute(f"SELECT count(*) - count(DISTINCT {id_col}) FROM pred").fetchone()[0]
+    if dupes:
+        raise InvalidPredictions("duplicate_rows", f"{dupes} duplicate ids in predictions/{split}.csv")
+    missing = con.execute(f"SELECT count(*) FROM truth WHERE id NOT IN (SELECT {id_col} FROM pred)").fetchone()[0]
+    unknown = con.execute(f"SELECT count(*) FROM pred WHERE {id_col} NOT IN (SELECT id FROM truth)").fetchone()[0]
+    if missing or unknown:
+        raise InvalidPredictions("missing_rows", f"predictions/{split}.csv: {missing} of the "
+                                 f"{con.execute('SELECT count(*) FROM truth').fetchone()[0]} rows missing, "
+                                 f"{unknown} unknown ids")
+    try:
+        ids, labels, scores = con.execute(
+            f"SELECT t.id, t.label, TRY_CAST(p.score AS DOUBLE) FROM truth t JOIN pred p ON p.{id_col} = t.id "
+            "ORDER BY t.id").fetchnumpy().values()
+    except duckdb.Error as exc:
+        raise InvalidPredictions("format", f"predictions/{split}.csv: unusable scores ({exc})") from None
+    scores = np.asarray(scores, dtype=float)
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        raise InvalidPredictions("nan", f"{int(bad.sum())} scores in predictions/{split}.csv are NaN, "
+                                 "infinite or not numbers")
+    if scores.min() < 0 or scores.max() > 1:
+        raise InvalidPredictions("format", f"scores in predictions/{split}.csv must be probabilities in [0, 1]; "
+                                 f"range is [{scores.min():.4g}, {scores.max():.4g}]")
+    return Labelled(np.asarray(ids), np.asarray(labels, dtype=float), scores)
+
+
+def score_run(splits: Splits, run_dir: Path, metrics: list[str]) -> dict[tuple[str, str], float]:
+    """{(split, metric): value} for valid and test, or InvalidPredictions."""
+    scored = {}
+    for split in EVAL_SPLITS:
+        joined = join_predictions(splits, run_dir, split)
+        for name in metrics:
+            scored[(split, name)] = METRICS[name](joined.labels, joined.scores)
+    return scored
+
+
+def popularity_scores(splits: Splits, item_column: str, run_dir: Path, split: str = "test",
+                      prior_strength: float = 10.0) -> Labelled:
+    """The reference every model must beat: an item's smoothed click rate in train."""
+    con = duckdb.connect()
+    label, item, id_col = _quote(splits.label_column), _quote(item_column), _quote(splits.id_column)
+    prior = con.execute(f"SELECT avg({label}) FROM {_csv(splits.file('train'))}").fetchone()[0]
+    rows = con.execute(
+        f"WITH rate AS (SELECT {item} AS item, (sum({label}) + {prior_strength} * {prior}) / "
+        f"(count(*) + {prior_strength}) AS p FROM {_csv(splits.file('train'))} GROUP BY 1), "
+        f"given AS (SELECT {id_col} AS id FROM {_csv(run_dir / f'{split}.csv')}) "
+        f"SELECT t.{id_col}, t.{label}, coalesce(r.p, {prior}) FROM {_csv(splits.file(split))} t "
+        f"LEFT JOIN rate r ON r.item = t.{item} WHERE t.{id_col} IN (SELECT id FROM given) ORDER BY 1"
+    ).fetchnumpy()
+    ids, labels, scores = rows.values()
+    return Labelled(np.asarray(ids), np.asarray(labels, dtype=float), np.asarray(scores, dtype=float))

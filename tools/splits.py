@@ -1,0 +1,114 @@
+"""Splits: the harness runs the protected data module and hands kernels label-free copies.
+
+The data module of the *base* checkout writes train/valid/test with labels into a folder
+under the user's cache, keyed by a hash of the module's source; that folder is the
+harness's own and is never handed to a kernel. For each run, `materialise` writes the run
+directory: train rows with labels, valid and test rows without, sampled for the micro tier.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from agentx.workspace import Manifest, TierSpec
+
+SPLITS = ("train", "valid", "test")
+EVAL_SPLITS = ("valid", "test")
+
+
+class DataError(RuntimeError):
+    """The data module failed or wrote something the harness cannot use."""
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Prepared splits with labels: harness-owned, never inside a run directory."""
+
+    root: Path
+    id_column: str
+    label_column: str
+
+    def file(self, split: str) -> Path:
+        return self.root / f"{split}.csv"
+
+    @property
+    def key(self) -> str:
+        return self.root.name
+
+
+def prepare_splits(base_checkout: Path, manifest: Manifest, cache: Path) -> Splits:
+    """Run the data module of `base_checkout` once per version of its source; reuse after."""
+    module_path = base_checkout / manifest.data.module
+    if not module_path.is_file():
+        raise DataError(f"{module_path}: the data module named in agentx.toml ([data] module) is missing")
+    digest = hashlib.sha256(module_path.read_bytes()).hexdigest()[:16]
+    root = cache / "splits" / f"{manifest.workspace.name}-{digest}"
+    splits = Splits(root, manifest.data.id_column, manifest.data.label_column)
+    if (root / "DONE").is_file():
+        return splits
+    staging = root.with_name(root.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    _load_module(module_path, digest).prepare(cache / "datasets", staging)
+    _check_written(Splits(staging, splits.id_column, splits.label_column))
+    (staging / "DONE").write_text(json.dumps({"module": str(module_path), "sha": digest}))
+    shutil.rmtree(root, ignore_errors=True)
+    staging.rename(root)
+    return splits
+
+
+def _load_module(path: Path, digest: str):
+    spec = importlib.util.spec_from_file_location(f"agentx_data_{digest}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "prepare", None)):
+        raise DataError(f"{path}: defines no prepare(cache_dir, out_dir) function")
+    return module
+
+
+def _check_written(splits: Splits) -> None:
+    con = duckdb.connect()
+    for split in SPLITS:
+        path = splits.file(split)
+        if not path.is_file():
+            raise DataError(f"the data module wrote no {path.name}")
+        columns = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {_csv(path)}").fetchall()]
+        for needed in (splits.id_column, splits.label_column):
+            if needed not in columns:
+                raise DataError(f"{path.name} has no {needed!r} column (columns: {', '.join(columns)})")
+
+
+def _csv(path: Path) -> str:
+    return "read_csv('" + str(path).replace("'", "''") + "', header=true)"
+
+
+def materialise(splits: Splits, run_dir: Path, tier_name: str, tier: TierSpec, seed: int,
+                run_id: str) -> dict[str, int]:
+    """Write the run directory a kernel sees; return the row count per split."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "predictions").mkdir(exist_ok=True)
+    con = duckdb.connect()
+    counts = {}
+    for split in SPLITS:
+        rows = tier.train_rows if split == "train" else tier.eval_rows
+        drop = "" if split == "train" else f" EXCLUDE ({_quote(splits.label_column)})"
+        sample = "" if rows is None else f" USING SAMPLE reservoir({int(rows)} ROWS) REPEATABLE (7)"
+        query = (f"SELECT *{drop} FROM (SELECT * FROM {_csv(splits.file(split))}{sample}) "
+                 f"ORDER BY {_quote(splits.id_column)}")
+        target = str(run_dir / f"{split}.csv").replace("'", "''")
+        con.execute(f"COPY ({query}) TO '{target}' (HEADER, DELIMITER ',')")
+        counts[split] = con.execute(f"SELECT count(*) FROM {_csv(run_dir / f'{split}.csv')}").fetchone()[0]
+    config = {"run_id": run_id, "seed": seed, "tier": tier_name, "epochs": tier.epochs, "device": "auto"}
+    (run_dir / "run.json").write_text(json.dumps(config, indent=2))
+    return counts
+
+
+def _quote(column: str) -> str:
+    return '"' + column.replace('"', '""') + '"'
