@@ -20,6 +20,8 @@ from pathlib import Path
 
 import git
 
+from agentx.errors import UserError
+
 BRANCH_PREFIX = "agentx/"
 TRAILER_KEY = "Experiment-Id"
 MANIFEST = "agentx.toml"
@@ -28,7 +30,7 @@ AGENTX_NAME, AGENTX_EMAIL = "agentx", "agentx@localhost"
 _EXP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
-class GitRepoError(RuntimeError):
+class GitRepoError(UserError, RuntimeError):
     """A git operation on a workspace could not be done; the message says why."""
 
 
@@ -111,7 +113,7 @@ class WorkspaceRepo:
             ) from None
         if self.repo.bare or self.repo.working_tree_dir is None:
             raise NotAGitRepoError(f"{root} is a bare git repository; a workspace needs a checkout")
-        self.root = Path(self.repo.working_tree_dir)
+        self.root = Path(self.repo.working_tree_dir).resolve()
 
     @classmethod
     def open(cls, root: str | Path) -> WorkspaceRepo:
@@ -285,7 +287,8 @@ class WorkspaceRepo:
         base, now = self.base_of(branch), self.head(main)
         if base != now and not allow_moved:
             raise MainMovedError(branch, base, now)
-        where = next((p for p, e in self._worktree_entries().items() if e.get("branch") == f"refs/heads/{main}"), None)
+        checked_out = {e.get("branch"): p for p, e in self._worktree_entries().items()}
+        where = checked_out.get(f"refs/heads/{main}")
         temp = None
         if where is None:
             temp = self.worktrees_dir / "merge-main"

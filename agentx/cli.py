@@ -1,0 +1,139 @@
+"""The `agentx` command line. Every command says what it does in --help."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agentx.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=(
+    "agentx: an autonomous experiment engine for recommendation models. It proposes "
+    "experiments, implements them as git branches of a model repository (a workspace), trains "
+    "them in Jupyter kernels and judges them against a baseline, keeping everything in a DuckDB "
+    "knowledge base at <workspace>/.agentx/kb.duckdb."))
+console = Console(highlight=False)
+
+WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="the workspace (a git repo with agentx.toml)")]
+TierOpt = Annotated[str, typer.Option(help="micro: a few hundred rows, one epoch (a smoke test); full: all rows")]
+
+
+def _progress(message: str) -> None:
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
+
+
+def _open(workspace: Path):
+    from agentx.context import Workspace
+
+    return Workspace.open(workspace, progress=_progress)
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="where to create the workspace (must not exist or be empty)")],
+    template: Annotated[str, typer.Option(help="bundled template to copy")] = "movielens-ctr",
+) -> None:
+    """Create a workspace: copy a bundled model-repo template, git init it, commit."""
+    from tools.git_repo import WorkspaceRepo
+
+    try:
+        repo = WorkspaceRepo.init_from_template(directory, template)
+    except UserError as exc:
+        _fail(exc)
+    console.print(f"created workspace {directory} from template {template!r} at commit {repo.head()[:10]}")
+    console.print(f"next: agentx baseline --workspace {directory}")
+
+
+def _baseline_table(report) -> Table:
+    table = Table(title=f"baseline {report.commit[:10]} ({report.tier} tier)")
+    for column in ("run", "seed", "status", "valid auc", "test auc", "test logloss", "train s"):
+        table.add_column(column, justify="right" if column not in ("run", "status") else "left")
+    for seed, run in enumerate(report.runs):
+        fmt = lambda split, name, f="{:.4f}": f.format(v) if (v := run.metric(split, name)) is not None else "-"
+        table.add_row(run.run_id, str(seed), run.status if run.ok else f"{run.status} ({run.failure_kind})",
+                      fmt("valid", "auc"), fmt("test", "auc"), fmt("test", "logloss"),
+                      fmt("run", "train_seconds", "{:.1f}"))
+    return table
+
+
+@app.command()
+def baseline(
+    workspace: WorkspaceOpt,
+    seeds: Annotated[int, typer.Option(min=1, help="how many seeds (0..N-1) to train")] = 3,
+    tier: TierOpt = "full",
+    reuse: Annotated[bool, typer.Option(help="reuse finished runs of the same commit, tier and seed")] = False,
+) -> None:
+    """Train the workspace's base commit over seeds; store runs and metrics; compare with popularity."""
+    from agentx.baseline import run_baseline
+
+    try:
+        ws = _open(workspace)
+        report = run_baseline(ws, seeds=seeds, tier=tier, reuse=reuse)
+    except UserError as exc:
+        _fail(exc)
+    console.print(_baseline_table(report))
+    for run in report.runs:
+        if not run.ok:
+            console.print(f"[red]{run.run_id} failed ({run.failure_kind}):[/red] {run.failure_detail[-600:]}")
+    if report.ok_runs:
+        metric = report.metric
+        console.print(f"test {metric}: mean {report.mean:.4f}, spread (sd over {len(report.ok_runs)} seeds) "
+                      f"{report.spread:.4f}")
+        if report.popularity is not None:
+            margin = report.mean - report.popularity
+            console.print(f"popularity baseline (item click rate in train) test auc: {report.popularity:.4f} "
+                          f"-> model {'beats' if margin > 0 else 'does NOT beat'} it by {margin:+.4f}")
+    if len(report.ok_runs) < len(report.runs):
+        raise typer.Exit(1)
+
+
+@app.command()
+def experiments(
+    workspace: WorkspaceOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """List the workspace's experiments with their decisions and effects."""
+    from knowledge import KnowledgeBase
+
+    rows = KnowledgeBase.for_workspace(workspace).experiments()
+    if as_json:
+        print(json.dumps(rows, default=str, indent=2))
+        return
+    if not rows:
+        console.print("no experiments yet")
+        return
+    table = Table(title="experiments")
+    for column in ("id", "title", "status", "branch"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["id"], row.get("title") or "", row.get("status") or "", row.get("branch") or "")
+    console.print(table)
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Option("--dir", help="workspace to create or reuse")] = Path("agentx-demo"),
+    seeds: Annotated[int, typer.Option(min=1, help="baseline seeds")] = 2,
+) -> None:
+    """The main job on a fresh machine: create the MovieLens workspace and train its baseline."""
+    if not (directory / "agentx.toml").is_file():
+        init(directory, "movielens-ctr")
+    else:
+        console.print(f"reusing workspace {directory}")
+    baseline(directory, seeds=seeds, tier="full", reuse=True)
+    console.print(f"knowledge base: {directory / '.agentx' / 'kb.duckdb'}")
+
+
+if __name__ == "__main__":
+    app()

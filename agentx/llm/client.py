@@ -1,0 +1,264 @@
+"""`LLMClient`: one structured decision per call, retried, priced, capped and logged.
+
+How a decision comes back structured, the same way for every provider: the chat model is
+bound with an OpenAI-style `response_format={"type": "json_schema", ...}` built from the
+Pydantic schema (ChatOpenAI sends it as is, so vLLM/Ollama/llama.cpp servers constrain
+their decoding with it; ChatAnthropic turns it into Claude's native `output_config`; a
+scripted fake model just records it), the schema is also stated in the system message,
+and the reply's text is validated with `schema.model_validate_json`. We validate
+ourselves, instead of `with_structured_output`, so that a reply that does not validate
+is seen (and logged) as such and re-asked with the validation error in the message.
+
+Retries: a rate limit (429), a server error (5xx, 408, 409) or a lost connection is
+retried after an exponential backoff; a reply that does not validate is re-asked at once.
+After `max_retries` retries (so `max_retries + 1` attempts) `LLMError` says provider,
+model, attempts and the last error. Another error from the provider (401, 400, ...) is
+raised at once as `LLMError`; any other exception propagates unchanged.
+
+Every attempt, success or failure, is one `kb.log_llm_call(...)` row. Dollars come from
+the reply's token usage and the price table; `dollar_cap` is checked before each attempt.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import re
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Protocol, TypeVar
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from pydantic import BaseModel, ValidationError
+
+from agentx.llm.pricing import DEFAULT_PRICES, Price, lookup_price
+from agentx.llm.spec import ProviderSpec, make_chat_model, parse_provider_spec
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+
+log = logging.getLogger(__name__)
+T = TypeVar("T", bound=BaseModel)
+OutputMode = Literal["json_schema", "json_object"]
+
+
+class LLMError(RuntimeError):
+    """The provider did not give a valid decision; says provider, model, attempts, why."""
+
+    def __init__(self, provider: str, model: str, attempts: int, last_error: str) -> None:
+        super().__init__(
+            f"LLM call failed: provider={provider} model={model} after {attempts} "
+            f"attempt{'s' if attempts != 1 else ''}; last error: {last_error}"
+        )
+        self.provider, self.model = provider, model
+        self.attempts, self.last_error = attempts, last_error
+
+
+class BudgetExceeded(RuntimeError):
+    """The client has spent its dollar cap; no request was made."""
+
+    def __init__(self, spent: float, cap: float) -> None:
+        super().__init__(f"LLM dollar cap reached: spent ${spent:.4f} of ${cap:.4f}")
+        self.spent, self.cap = spent, cap
+
+
+class CallLog(Protocol):
+    """What the client needs of the knowledge base (`knowledge.KnowledgeBase`)."""
+
+    def log_llm_call(
+        self, *, agent: str, experiment_id: str | None, provider: str, model: str,
+        prompt: str, response: str | None, input_tokens: int | None,
+        output_tokens: int | None, dollars: float | None, latency_s: float,
+        error: str | None,
+    ) -> object: ...
+
+
+def _transient_reason(exc: BaseException) -> str | None:
+    """Why `exc` is worth retrying after a pause, or None if it is not."""
+    status = getattr(exc, "status_code", None)  # openai/anthropic APIStatusError
+    if isinstance(status, int):
+        if status == 429:
+            return "rate limited (429)"
+        if status >= 500 or status in (408, 409):
+            return f"server error ({status})"
+        return None
+    connection_errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    for sdk in ("openai", "anthropic"):
+        try:
+            connection_errors.append(importlib.import_module(sdk).APIConnectionError)
+        except ImportError:
+            continue
+    if isinstance(exc, tuple(connection_errors)):
+        return "connection error"
+    return None
+
+
+def _describe(err: ValidationError) -> str:
+    problems = [
+        f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+        for e in err.errors(include_url=False)
+    ]
+    return f"{err.error_count()} validation error(s) for {err.title}: " + "; ".join(problems)
+
+
+def _render(messages: list[BaseMessage]) -> str:
+    return "\n\n".join(f"[{m.type}]\n{m.text}" for m in messages)
+
+
+class LLMClient:
+    """Asks a chat model for decisions shaped as Pydantic models (see module docstring)."""
+
+    def __init__(
+        self,
+        chat_model: BaseChatModel,
+        *,
+        kb: CallLog,
+        provider: str,
+        model_name: str,
+        dollar_cap: float | None,
+        price_table: Mapping[str, Price] | None = None,
+        max_retries: int = 3,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+        sleep: Callable[[float], object] = time.sleep,
+        output_mode: OutputMode = "json_schema",
+    ) -> None:
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, not {max_retries}")
+        if output_mode not in ("json_schema", "json_object"):
+            raise ValueError(f"output_mode must be 'json_schema' or 'json_object', not {output_mode!r}")
+        self.chat_model = chat_model
+        self.kb = kb
+        self.provider = provider
+        self.model_name = model_name
+        self.dollar_cap = dollar_cap
+        self.price_table: Mapping[str, Price] = DEFAULT_PRICES if price_table is None else price_table
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.output_mode = output_mode
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._spent = 0.0
+        self._attempts = 0
+        self._unpriced_warned = False
+
+    @classmethod
+    def from_spec(
+        cls, spec: ProviderSpec | str, *, kb: CallLog, dollar_cap: float | None,
+        chat_kwargs: Mapping[str, Any] | None = None, **options: Any,
+    ) -> LLMClient:
+        """Build the chat model for `spec` (see `make_chat_model`) and wrap it."""
+        if isinstance(spec, str):
+            spec = parse_provider_spec(spec)
+        chat_model = make_chat_model(spec, **dict(chat_kwargs or {}))
+        return cls(chat_model, kb=kb, provider=spec.kind, model_name=str(spec.model),
+                   dollar_cap=dollar_cap, **options)
+
+    @property
+    def spent_dollars(self) -> float:
+        """Dollars spent by this client so far (every attempt that got a reply counts)."""
+        return self._spent
+
+    @property
+    def attempts_made(self) -> int:
+        """Requests sent by this client so far (each retry counts)."""
+        return self._attempts
+
+    def decide(
+        self, agent: str, prompt: str, schema: type[T], *,
+        experiment_id: str | None = None, system: str | None = None,
+    ) -> T:
+        """Ask for one decision; returns a validated `schema` instance."""
+        base = [SystemMessage(self._system_text(schema, system)), HumanMessage(prompt)]
+        bound = self.chat_model.bind(response_format=self._response_format(schema))
+        messages = base
+        total = self.max_retries + 1
+        last_error, last_exc = "", None
+        for attempt in range(1, total + 1):
+            self._check_budget()
+            with self._lock:
+                self._attempts += 1
+            started = time.perf_counter()
+            try:
+                reply = bound.invoke(messages)
+            except Exception as exc:  # logged, then retried or re-raised: never swallowed
+                last_error, last_exc = f"{type(exc).__name__}: {exc}", exc
+                self._log(agent, experiment_id, messages, None, None, started, last_error)
+                reason = _transient_reason(exc)
+                if reason is None:
+                    if isinstance(getattr(exc, "status_code", None), int):
+                        raise LLMError(self.provider, self.model_name, attempt, last_error) from exc
+                    raise
+                if attempt < total:
+                    self._sleep(min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s))
+                continue
+            text = str(reply.text)
+            try:
+                decision = schema.model_validate_json(text)
+            except ValidationError as err:
+                last_error, last_exc = f"malformed output: {_describe(err)}", err
+                self._log(agent, experiment_id, messages, text, reply, started, last_error)
+                messages = [*base, AIMessage(text), HumanMessage(self._correction(schema, err))]
+                continue
+            self._log(agent, experiment_id, messages, text, reply, started, None)
+            return decision
+        raise LLMError(self.provider, self.model_name, total, last_error) from last_exc
+
+    # -- pieces ---------------------------------------------------------------------------
+
+    def _response_format(self, schema: type[BaseModel]) -> dict[str, Any]:
+        if self.output_mode == "json_object":
+            return {"type": "json_object"}
+        name = re.sub(r"[^A-Za-z0-9_-]", "_", schema.__name__)[:64]
+        return {"type": "json_schema",
+                "json_schema": {"name": name, "schema": schema.model_json_schema(), "strict": False}}
+
+    @staticmethod
+    def _system_text(schema: type[BaseModel], system: str | None) -> str:
+        contract = (
+            f"Reply with one JSON object, and nothing else (no prose, no code fences), "
+            f"that validates against this JSON Schema for {schema.__name__}:\n"
+            f"{json.dumps(schema.model_json_schema(), separators=(',', ':'))}"
+        )
+        return f"{system.strip()}\n\n{contract}" if system else contract
+
+    @staticmethod
+    def _correction(schema: type[BaseModel], err: ValidationError) -> str:
+        return (
+            f"Your reply is not a valid {schema.__name__}: {_describe(err)}. "
+            f"Reply again with only the corrected JSON object."
+        )
+
+    def _check_budget(self) -> None:
+        if self.dollar_cap is not None and self._spent >= self.dollar_cap:
+            raise BudgetExceeded(self._spent, self.dollar_cap)
+
+    def _dollars(self, input_tokens: int | None, output_tokens: int | None) -> float:
+        price = lookup_price(self.price_table, self.model_name)
+        if price is None:
+            if self.provider != "openai-compatible" and not self._unpriced_warned:
+                log.warning("no price for %s:%s; its calls are counted as $0 against the cap",
+                            self.provider, self.model_name)
+                self._unpriced_warned = True
+            return 0.0
+        return price.dollars(input_tokens or 0, output_tokens or 0)
+
+    def _log(
+        self, agent: str, experiment_id: str | None, messages: list[BaseMessage],
+        response: str | None, reply: BaseMessage | None, started: float, error: str | None,
+    ) -> None:
+        latency_s = time.perf_counter() - started
+        usage = reply.usage_metadata if isinstance(reply, AIMessage) else None
+        input_tokens = usage["input_tokens"] if usage else None
+        output_tokens = usage["output_tokens"] if usage else None
+        dollars = self._dollars(input_tokens, output_tokens) if reply is not None else 0.0
+        with self._lock:
+            self._spent += dollars
+        self.kb.log_llm_call(
+            agent=agent, experiment_id=experiment_id, provider=self.provider,
+            model=self.model_name, prompt=_render(messages), response=response,
+            input_tokens=input_tokens, output_tokens=output_tokens, dollars=dollars,
+            latency_s=latency_s, error=error,
+        )
