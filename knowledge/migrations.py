@@ -1,0 +1,159 @@
+"""Schema migrations for the knowledge base: an ordered list of small named functions.
+
+Each migration is ``def mNNN_what(con): ...`` taking an open DuckDB connection and running
+DDL on it. ``migrate(con)`` applies the ones not yet recorded in ``_migrations``, in list
+order, each in its own transaction together with its ``_migrations`` row, so a crash
+half-way leaves the database at a clean migration boundary.
+
+To add a migration: write the next ``m00N_name(con)`` function at the bottom and append it
+to ``MIGRATIONS``. Never edit or reorder one that has shipped; databases in the wild have it
+recorded as applied.
+
+Conventions for tables:
+- timestamps are naive UTC ``TIMESTAMP`` (``DEFAULT`` ``_NOW``); TIMESTAMPTZ would make the
+  Python client import pytz;
+- JSON columns are declared ``JSON``; the store serialises on write and parses on read by
+  looking at the column type, so a new JSON column needs no store change;
+- integer ids come from a sequence named ``<table>_id_seq``;
+- no FOREIGN KEY constraints: DuckDB refuses updates of rows that other rows reference, and
+  runs/experiments are updated all the time. Referential checks live in the store.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+import duckdb
+
+Migration = Callable[[duckdb.DuckDBPyConnection], None]
+
+_NOW = "(now() AT TIME ZONE 'UTC')"
+_NAME = re.compile(r"^m(\d{3})_[a-z0-9_]+$")
+
+
+def m001_initial(con: duckdb.DuckDBPyConnection) -> None:
+    for seq in ("verdicts", "lessons", "harness_versions", "llm_calls", "events"):
+        con.execute(f"CREATE SEQUENCE {seq}_id_seq START 1")
+    con.execute(f"""
+        CREATE TABLE experiments (
+            id TEXT PRIMARY KEY,            -- 'E0001', allocated by the store
+            title TEXT, slug TEXT, recipe TEXT, params JSON, hypothesis TEXT,
+            proposal JSON,
+            source TEXT,                    -- 'chat' | 'schedule' | 'cli' | 'brainstorm' ...
+            status TEXT NOT NULL DEFAULT 'proposed',
+            branch TEXT, base_commit TEXT, head_commit TEXT, harness_version BIGINT,
+            created_at TIMESTAMP NOT NULL DEFAULT {_NOW},
+            updated_at TIMESTAMP NOT NULL DEFAULT {_NOW})""")
+    con.execute(f"""
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY,            -- 'R-<uuid8>'
+            experiment_id TEXT,             -- NULL for baseline runs outside an experiment
+            arm TEXT NOT NULL,              -- baseline | control | treatment
+            commit_sha TEXT, seed INTEGER, tier TEXT, device TEXT,
+            status TEXT NOT NULL DEFAULT 'running',
+            failure_kind TEXT, failure_detail TEXT,
+            kernel_start_s DOUBLE, exec_s DOUBLE, wall_s DOUBLE,
+            started_at TIMESTAMP NOT NULL DEFAULT {_NOW}, finished_at TIMESTAMP,
+            run_dir TEXT)""")
+    con.execute("""
+        CREATE TABLE metrics (
+            run_id TEXT NOT NULL, split TEXT NOT NULL, name TEXT NOT NULL, value DOUBLE,
+            PRIMARY KEY (run_id, split, name))""")
+    con.execute(f"""
+        CREATE TABLE verdicts (
+            id BIGINT PRIMARY KEY DEFAULT nextval('verdicts_id_seq'),
+            experiment_id TEXT NOT NULL,
+            decision TEXT NOT NULL,         -- ship | reject | inconclusive | veto ...
+            metric TEXT, control DOUBLE, treatment DOUBLE, delta DOUBLE,
+            ci_low DOUBLE, ci_high DOUBLE, n_seeds INTEGER,
+            guardrails JSON, rationale TEXT,
+            created_at TIMESTAMP NOT NULL DEFAULT {_NOW})""")
+    con.execute(f"""
+        CREATE TABLE lessons (
+            id BIGINT PRIMARY KEY DEFAULT nextval('lessons_id_seq'),
+            experiment_id TEXT, recipe_family TEXT, params JSON,
+            outcome TEXT,                   -- win | loss | neutral | failure
+            failure_kind TEXT, effect DOUBLE, ci_low DOUBLE, ci_high DOUBLE,
+            conditions JSON, text TEXT,
+            created_at TIMESTAMP NOT NULL DEFAULT {_NOW})""")
+    con.execute("""
+        CREATE TABLE research_cards (
+            id TEXT PRIMARY KEY, title TEXT, source TEXT, summary TEXT, tags JSON,
+            body TEXT)""")
+    con.execute("""
+        CREATE TABLE features (
+            name TEXT PRIMARY KEY, definition TEXT, grp TEXT, type TEXT,
+            serving_cost DOUBLE, leaky BOOLEAN NOT NULL DEFAULT false)""")
+    con.execute(f"""
+        CREATE TABLE feature_stats (
+            name TEXT NOT NULL, stat TEXT NOT NULL, value DOUBLE, detail JSON,
+            computed_at TIMESTAMP NOT NULL DEFAULT {_NOW})""")
+    con.execute(f"""
+        CREATE TABLE harness_versions (
+            id BIGINT PRIMARY KEY DEFAULT nextval('harness_versions_id_seq'),
+            agent TEXT NOT NULL, version TEXT, sections JSON, playbook JSON,
+            parent_id BIGINT, accepted BOOLEAN NOT NULL DEFAULT false, score DOUBLE,
+            created_at TIMESTAMP NOT NULL DEFAULT {_NOW})""")
+    con.execute(f"""
+        CREATE TABLE llm_calls (
+            id BIGINT PRIMARY KEY DEFAULT nextval('llm_calls_id_seq'),
+            agent TEXT NOT NULL, experiment_id TEXT, provider TEXT, model TEXT,
+            prompt TEXT, response TEXT, input_tokens INTEGER, output_tokens INTEGER,
+            dollars DOUBLE, latency_s DOUBLE, error TEXT,
+            created_at TIMESTAMP NOT NULL DEFAULT {_NOW})""")
+    con.execute(f"""
+        CREATE TABLE events (
+            id BIGINT PRIMARY KEY DEFAULT nextval('events_id_seq'),
+            ts TIMESTAMP NOT NULL DEFAULT {_NOW},
+            kind TEXT NOT NULL, experiment_id TEXT, payload JSON)""")
+
+
+MIGRATIONS: list[Migration] = [
+    m001_initial,
+]
+
+
+def check_order(migrations: Sequence[Migration]) -> None:
+    """Raise ValueError unless names look like ``mNNN_x`` and numbers strictly increase."""
+    last = 0
+    for fn in migrations:
+        match = _NAME.match(fn.__name__)
+        if match is None:
+            raise ValueError(f"migration {fn.__name__!r} is not named like 'm001_initial'")
+        number = int(match.group(1))
+        if number <= last:
+            raise ValueError(f"migration {fn.__name__!r} is out of order (after m{last:03d})")
+        last = number
+
+
+def applied(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Names of the migrations recorded in this database, in the order they were applied."""
+    con.execute("CREATE TABLE IF NOT EXISTS _migrations ("
+                f"name TEXT PRIMARY KEY, applied_at TIMESTAMP NOT NULL DEFAULT {_NOW})")
+    rows = con.execute("SELECT name FROM _migrations ORDER BY applied_at, name").fetchall()
+    return [name for (name,) in rows]
+
+
+def migrate(con: duckdb.DuckDBPyConnection,
+            migrations: Sequence[Migration] = MIGRATIONS) -> list[str]:
+    """Apply the missing migrations in order; return the names applied now (idempotent).
+
+    ``con`` must not be inside a transaction: each migration gets its own.
+    """
+    check_order(migrations)
+    done = set(applied(con))
+    now_applied = []
+    for fn in migrations:
+        if fn.__name__ in done:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            fn(con)
+            con.execute("INSERT INTO _migrations (name) VALUES (?)", [fn.__name__])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        now_applied.append(fn.__name__)
+    return now_applied
