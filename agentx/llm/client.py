@@ -9,8 +9,9 @@ and the reply's text is validated with `schema.model_validate_json`. We validate
 ourselves, instead of `with_structured_output`, so that a reply that does not validate
 is seen (and logged) as such and re-asked with the validation error in the message.
 
-Retries: a rate limit (429), a server error (5xx, 408, 409) or a lost connection is
-retried after an exponential backoff; a reply that does not validate is re-asked at once.
+Retries: a rate limit (429), a server error (5xx), a lost connection or a timeout (what
+langchain-core's `ModelError.is_retryable` says) is retried after an exponential
+backoff; a reply that does not validate is re-asked at once.
 After `max_retries` retries (so `max_retries + 1` attempts) `LLMError` says provider,
 model, attempts and the last error. Another error from the provider (401, 400, ...) is
 raised at once as `LLMError`; any other exception propagates unchanged.
@@ -21,7 +22,6 @@ the reply's token usage and the price table; `dollar_cap` is checked before each
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import re
@@ -29,6 +29,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Protocol, TypeVar
 
+from langchain_core.exceptions import ModelError
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, ValidationError
 
@@ -74,24 +75,21 @@ class CallLog(Protocol):
     ) -> object: ...
 
 
-def _transient_reason(exc: BaseException) -> str | None:
-    """Why `exc` is worth retrying after a pause, or None if it is not."""
+def _classify(exc: BaseException) -> tuple[bool, bool]:
+    """(is a provider error, is worth retrying after a pause) for an exception from invoke.
+
+    LangChain integrations raise `langchain_core.exceptions.ModelError` subclasses that
+    say `is_retryable` (rate limits, 5xx, connection errors, timeouts); a bare SDK error
+    from an integration that does not map its errors is judged by its `status_code`.
+    """
+    if isinstance(exc, ModelError):
+        return True, exc.is_retryable
     status = getattr(exc, "status_code", None)  # openai/anthropic APIStatusError
     if isinstance(status, int):
-        if status == 429:
-            return "rate limited (429)"
-        if status >= 500 or status in (408, 409):
-            return f"server error ({status})"
-        return None
-    connection_errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
-    for sdk in ("openai", "anthropic"):
-        try:
-            connection_errors.append(importlib.import_module(sdk).APIConnectionError)
-        except ImportError:
-            continue
-    if isinstance(exc, tuple(connection_errors)):
-        return "connection error"
-    return None
+        return True, status == 429 or status >= 500 or status in (408, 409)
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True, True
+    return False, False
 
 
 def _describe(err: ValidationError) -> str:
@@ -186,11 +184,11 @@ class LLMClient:
             except Exception as exc:  # logged, then retried or re-raised: never swallowed
                 last_error, last_exc = f"{type(exc).__name__}: {exc}", exc
                 self._log(agent, experiment_id, messages, None, None, started, last_error)
-                reason = _transient_reason(exc)
-                if reason is None:
-                    if isinstance(getattr(exc, "status_code", None), int):
-                        raise LLMError(self.provider, self.model_name, attempt, last_error) from exc
+                from_provider, retryable = _classify(exc)
+                if not from_provider:
                     raise
+                if not retryable:
+                    raise LLMError(self.provider, self.model_name, attempt, last_error) from exc
                 if attempt < total:
                     self._sleep(min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s))
                 continue
