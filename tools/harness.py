@@ -179,7 +179,7 @@ class Harness:
         if tampered:
             return RunOutcome(run_id, "invalid", "tamper", "protected paths changed: " + ", ".join(tampered))
         if not result.ok:
-            detail = (result.traceback or result.stderr or result.evalue or result.status)[-2000:]
+            detail = "\n".join(filter(None, [result.detail, result.traceback or result.stderr]))[-2000:]
             return RunOutcome(run_id, result.status, FAILURE_KIND[result.status], detail)
         try:
             metrics = score_run(self.splits, run_dir, [self.manifest.metric.primary, *self.manifest.metric.secondary])
