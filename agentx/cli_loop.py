@@ -1,0 +1,158 @@
+"""`agentx run`, `agentx ask` and `agentx pr ...`: the loop and the review flow from the shell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markdown import Markdown
+from rich.syntax import Syntax
+from rich.table import Table
+
+from agentx.cli_common import WorkspaceOpt, console, fail, open_workspace, progress
+from agentx.errors import UserError
+
+LlmOpt = Annotated[str, typer.Option("--llm", help="brain: 'heuristic' (default, no LLM), 'openai:<model>', "
+                                     "'anthropic:<model>' or 'openai-compatible:<base_url>#<model>'")]
+ParallelOpt = Annotated[int, typer.Option(min=1, help="experiments in flight at once (one kernel each)")]
+SeedsOpt = Annotated[int, typer.Option(min=1, help="paired seeds per arm before the first judgement")]
+MaxSeedsOpt = Annotated[int, typer.Option(min=1, help="seeds an inconclusive result may grow to")]
+DollarsOpt = Annotated[float | None, typer.Option("--llm-dollars", help="stop spending on LLM calls past this")]
+
+EXPERIMENT_SQL = """
+    SELECT e.id, e.title, e.status, v.decision, v.metric, v.control, v.treatment, v.delta, v.ci_low, v.ci_high,
+           v.valid_delta, v.n_seeds, e.recipe, e.params, e.source, e.branch, e.base_commit, e.head_commit,
+           p.id AS pr, p.state AS pr_state
+    FROM experiments e
+    LEFT JOIN (SELECT * FROM verdicts QUALIFY row_number() OVER (PARTITION BY experiment_id ORDER BY id DESC) = 1) v
+           ON v.experiment_id = e.id
+    LEFT JOIN pull_requests p ON p.experiment_id = e.id
+    ORDER BY e.id"""
+
+
+def experiment_rows(kb) -> list[dict]:
+    return kb.query(EXPERIMENT_SQL)
+
+
+def results_table(rows: list[dict], title: str = "experiments") -> Table:
+    table = Table(title=title)
+    for column in ("id", "title", "decision", "control", "treatment", "delta", "95% CI", "branch"):
+        table.add_column(column, justify="right" if column in ("control", "treatment", "delta") else "left")
+    f = lambda v, spec=".4f": "-" if v is None else format(v, spec)  # noqa: E731
+    for r in rows:
+        ci = "-" if r["ci_low"] is None else f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
+        table.add_row(r["id"], r["title"], r["decision"] or r["status"], f(r["control"]), f(r["treatment"]),
+                      f(r["delta"], "+.4f"), ci, r["branch"] or "-")
+    return table
+
+
+def loop(workspace: Path, *, brain: str, experiments: int | None, until: str | None, budget_minutes: float | None,
+         llm_dollars: float | None, parallel: int, seeds: int, max_seeds: int, request: str | None = None,
+         key: str = "run") -> None:
+    from agentx.brains import make_brains
+    from agentx.graph import LoopContext, run_loop
+    from agentx.state import Budget
+    from agents.evaluator import EvalSettings
+
+    try:
+        ws = open_workspace(workspace)
+        brains = make_brains(ws.kb, brain, dollar_cap=llm_dollars)
+        budget = Budget.build(experiments=experiments, until=until, minutes=budget_minutes, llm_dollars=llm_dollars)
+        ctx = LoopContext(ws, brains.brainstorm, brains.developer, EvalSettings(seeds=seeds, max_seeds=max(seeds, max_seeds)),
+                          parallel=parallel, progress=progress, llm_clients=brains.clients)
+        progress(f"brains: {brains.description}")
+        before = {r["id"] for r in experiment_rows(ws.kb)}
+        result = run_loop(ctx, budget, request=request, key=key)
+    except (UserError, ValueError) as exc:
+        fail(exc)
+    rows = [r for r in experiment_rows(ws.kb) if r["id"] in set(result.finished) or r["id"] not in before]
+    console.print(results_table(rows, f"this run ({'resumed ' if result.resumed else ''}{result.thread_id})"))
+    if result.stop_reason:
+        console.print(f"stopped: {result.stop_reason}")
+    console.print(f"knowledge base: {ws.root / '.agentx' / 'kb.duckdb'}; review: agentx pr list --workspace {ws.root}")
+
+
+def run(workspace: WorkspaceOpt,
+        experiments: Annotated[int | None, typer.Option(min=1, help="stop after this many experiments")] = 3,
+        until: Annotated[str | None, typer.Option(help="stop starting new work at this local time, HH:MM")] = None,
+        budget_minutes: Annotated[float | None, typer.Option(help="stop starting new work after M minutes")] = None,
+        llm: LlmOpt = "heuristic", llm_dollars: DollarsOpt = None, parallel: ParallelOpt = 1,
+        seeds: SeedsOpt = 2, max_seeds: MaxSeedsOpt = 3) -> None:
+    """Run the closed loop (brainstorm -> develop -> evaluate -> record) until a budget ends.
+
+    Run the same command again after an interruption (Ctrl-C, kill, reboot): it resumes the
+    unfinished run without redoing finished experiments."""
+    loop(workspace, brain=llm, experiments=experiments, until=until, budget_minutes=budget_minutes,
+         llm_dollars=llm_dollars, parallel=parallel, seeds=seeds, max_seeds=max_seeds)
+
+
+def ask(request: Annotated[str, typer.Argument(help='what to try, e.g. "try a cross network on the ranker"')],
+        workspace: WorkspaceOpt, llm: LlmOpt = "heuristic", llm_dollars: DollarsOpt = None,
+        seeds: SeedsOpt = 2, max_seeds: MaxSeedsOpt = 3) -> None:
+    """Turn a request in plain words into one experiment and run it through the loop."""
+    loop(workspace, brain=llm, experiments=1, until=None, budget_minutes=None, llm_dollars=llm_dollars,
+         parallel=1, seeds=seeds, max_seeds=max_seeds, request=request, key="ask")
+
+
+pr_app = typer.Typer(no_args_is_help=True, help="Review the pull requests experiments produce: list, show, approve, reject.")
+
+
+@pr_app.command("list")
+def pr_list(workspace: WorkspaceOpt,
+            all_: Annotated[bool, typer.Option("--all", help="include drafts, merged and rejected")] = False) -> None:
+    """Open pull requests (shipped experiments); --all for every state."""
+    from knowledge import KnowledgeBase
+
+    prs = KnowledgeBase.for_workspace(workspace).pull_requests(None if all_ else "open")
+    if not prs:
+        console.print("no pull requests" + ("" if all_ else " open (--all shows drafts and closed ones)"))
+        return
+    table = Table(title="pull requests")
+    for column in ("#", "state", "experiment", "title", "branch"):
+        table.add_column(column)
+    for p in prs:
+        table.add_row(str(p["id"]), p["state"], p["experiment_id"], p["title"], p["branch"])
+    console.print(table)
+
+
+@pr_app.command("show")
+def pr_show(number: Annotated[int, typer.Argument(help="pull request number")], workspace: WorkspaceOpt,
+            diff: Annotated[bool, typer.Option(help="show the full diff")] = True) -> None:
+    """The description, the evidence and the diff of one pull request."""
+    from agentx import pr
+
+    try:
+        ws = open_workspace(workspace)
+        request = pr.get(ws, number)
+    except UserError as exc:
+        fail(exc)
+    console.print(f"#{request['id']} [{request['state']}] {request['title']}  ({request['branch']})")
+    console.print(Markdown(request["body"] or ""))
+    if diff:
+        console.print(Syntax(ws.repo.diff(request["branch"], request["base_commit"]), "diff", word_wrap=True))
+
+
+@pr_app.command("approve")
+def pr_approve(number: Annotated[int, typer.Argument(help="pull request number")], workspace: WorkspaceOpt) -> None:
+    """Merge the branch into the workspace's main (refused if main moved since its base)."""
+    from agentx import pr
+
+    try:
+        merged = pr.approve(open_workspace(workspace), number)
+    except UserError as exc:
+        fail(exc)
+    console.print(f"merged #{number} into main at {merged[:10]}")
+
+
+@pr_app.command("reject")
+def pr_reject(number: Annotated[int, typer.Argument(help="pull request number")], workspace: WorkspaceOpt,
+              reason: Annotated[str, typer.Option(help="why; recorded as a lesson the brainstorm reads")]) -> None:
+    """Close without merging and record the reason as a lesson."""
+    from agentx import pr
+
+    try:
+        pr.reject(open_workspace(workspace), number, reason)
+    except UserError as exc:
+        fail(exc)
+    console.print(f"rejected #{number}; the reason is now a lesson")

@@ -1,0 +1,95 @@
+"""The loop's state: mostly ids and budgets. Everything an experiment produced lives in the KB.
+
+Graph state is checkpointed after every step (SQLite, under `<workspace>/.agentx/`), so it
+stays small and serialisable: proposals as plain dicts, experiment ids, counters. Derived
+facts (how many experiments are left, whether the deadline passed) are functions of it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import operator
+import time
+from typing import Annotated, Any, Literal, TypedDict
+
+from pydantic import BaseModel, Field
+
+
+class Proposal(BaseModel):
+    """One executable experiment idea, from the brainstorm or from a chat request."""
+
+    title: str = Field(description="short imperative title, e.g. 'Add a 2-layer DCN-v2 cross network'")
+    hypothesis: str = Field(description="what should change in the primary metric, and why")
+    recipe: str | None = Field(default=None, description="name of a library recipe, or null for a free-form change")
+    params: dict[str, Any] = Field(default_factory=dict, description="the recipe's parameters")
+    rationale: str = Field(default="", description="why this is worth trying now, given the history")
+    source: Literal["brainstorm", "chat", "review"] = "brainstorm"
+    score: float | None = Field(default=None, description="the ranking score behind the choice")
+
+
+class ProposalList(BaseModel):
+    proposals: list[Proposal]
+
+
+class Budget(BaseModel):
+    """Limits checked before every step. None means unlimited."""
+
+    max_experiments: int | None = None
+    deadline: float | None = None          # epoch seconds (from --until or --budget-minutes)
+    llm_dollars: float | None = None
+
+    @classmethod
+    def build(cls, *, experiments: int | None = None, until: str | None = None,
+              minutes: float | None = None, llm_dollars: float | None = None,
+              now: float | None = None) -> Budget:
+        now = time.time() if now is None else now
+        deadlines = []
+        if minutes is not None:
+            deadlines.append(now + 60 * minutes)
+        if until is not None:
+            deadlines.append(next_local_time(until, now))
+        return cls(max_experiments=experiments, deadline=min(deadlines) if deadlines else None,
+                   llm_dollars=llm_dollars)
+
+    def stop_reason(self, *, started: int, llm_spent: float, now: float | None = None) -> str | None:
+        """Why no new step may start, or None."""
+        now = time.time() if now is None else now
+        if self.max_experiments is not None and started >= self.max_experiments:
+            return f"experiment budget reached ({self.max_experiments})"
+        if self.deadline is not None and now >= self.deadline:
+            return "deadline reached (" + dt.datetime.fromtimestamp(self.deadline).strftime("%H:%M") + ")"
+        if self.llm_dollars is not None and llm_spent >= self.llm_dollars:
+            return f"LLM dollar cap reached (${llm_spent:.2f} of ${self.llm_dollars:.2f})"
+        return None
+
+    def remaining(self, started: int) -> int | None:
+        return None if self.max_experiments is None else max(0, self.max_experiments - started)
+
+
+def next_local_time(hhmm: str, now: float) -> float:
+    """The next moment the local clock shows HH:MM (today, or tomorrow if already past)."""
+    try:
+        hour, minute = (int(part) for part in hhmm.split(":"))
+        target = dt.datetime.fromtimestamp(now).replace(hour=hour, minute=minute, second=0, microsecond=0)
+    except ValueError:
+        raise ValueError(f"--until wants a local time as HH:MM (e.g. 06:30), got {hhmm!r}") from None
+    if target.timestamp() <= now:
+        target += dt.timedelta(days=1)
+    return target.timestamp()
+
+
+class LoopState(TypedDict, total=False):
+    budget: dict[str, Any]                               # Budget.model_dump()
+    request: str | None                                  # a chat request, taken once
+    queue: list[str]                                     # experiment ids of this round
+    started: int                                         # experiments begun in this run
+    finished: Annotated[list[str], operator.add]         # experiment ids done in this run
+    since_evolve: int
+    stop_reason: str | None
+
+
+class ExperimentState(TypedDict, total=False):
+    experiment_id: str
+    budget: dict[str, Any]
+    outcome: str                                         # developed | failed | evaluated | stopped
+    finished: Annotated[list[str], operator.add]
