@@ -17,13 +17,14 @@ from pathlib import Path
 
 import duckdb
 
+from agentx.errors import UserError
 from agentx.workspace import Manifest, TierSpec
 
 SPLITS = ("train", "valid", "test")
 EVAL_SPLITS = ("valid", "test")
 
 
-class DataError(RuntimeError):
+class DataError(UserError):
     """The data module failed or wrote something the harness cannot use."""
 
 
@@ -56,7 +57,12 @@ def prepare_splits(base_checkout: Path, manifest: Manifest, cache: Path) -> Spli
     staging = root.with_name(root.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    _load_module(module_path, digest).prepare(cache / "datasets", staging)
+    try:
+        _load_module(module_path, digest).prepare(cache / "datasets", staging)
+    except DataError:
+        raise
+    except Exception as exc:  # the workspace's own code: say whose error it is, keep the cause
+        raise DataError(f"the data module {module_path} failed: {type(exc).__name__}: {exc}") from exc
     _check_written(Splits(staging, splits.id_column, splits.label_column))
     (staging / "DONE").write_text(json.dumps({"module": str(module_path), "sha": digest}))
     shutil.rmtree(root, ignore_errors=True)
