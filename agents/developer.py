@@ -117,7 +117,12 @@ def develop(ws, experiment: dict, developer, *, micro_seed: int = 0) -> Develope
         worktree = ws.repo.create_experiment(exp_id, experiment["slug"] or "experiment", base=experiment["base_commit"])
     ws.kb.update_experiment(exp_id, branch=worktree.branch, status="developing")
     head = experiment.get("head_commit")
+    if not head and ws.repo.head(worktree.branch) != experiment["base_commit"]:
+        head = ws.repo.head(worktree.branch)   # committed just before an interruption
     if not head:
+        checkout = git.Repo(worktree.path)     # drop a half-applied change from an interrupted run
+        checkout.git.reset("--hard")
+        checkout.git.clean("-fd")
         try:
             summary = developer.implement(ws, experiment, worktree.path)
             head = _commit(ws, worktree, experiment, summary)

@@ -19,6 +19,8 @@ ParallelOpt = Annotated[int, typer.Option(min=1, help="experiments in flight at 
 SeedsOpt = Annotated[int, typer.Option(min=1, help="paired seeds per arm before the first judgement")]
 MaxSeedsOpt = Annotated[int, typer.Option(min=1, help="seeds an inconclusive result may grow to")]
 DollarsOpt = Annotated[float | None, typer.Option("--llm-dollars", help="stop spending on LLM calls past this")]
+EvalTierOpt = Annotated[str, typer.Option("--tier", help="tier the arms are compared at: full (default) or micro "
+                                          "(a quick smoke run whose numbers mean little)")]
 
 EXPERIMENT_SQL = """
     SELECT e.id, e.title, e.status, v.decision, v.metric, v.control, v.treatment, v.delta, v.ci_low, v.ci_high,
@@ -49,7 +51,7 @@ def results_table(rows: list[dict], title: str = "experiments") -> Table:
 
 def loop(workspace: Path, *, brain: str, experiments: int | None, until: str | None, budget_minutes: float | None,
          llm_dollars: float | None, parallel: int, seeds: int, max_seeds: int, request: str | None = None,
-         key: str = "run") -> None:
+         key: str = "run", tier: str = "full") -> None:
     from agentx.brains import make_brains
     from agentx.graph import LoopContext, run_loop
     from agentx.state import Budget
@@ -59,7 +61,8 @@ def loop(workspace: Path, *, brain: str, experiments: int | None, until: str | N
         ws = open_workspace(workspace)
         brains = make_brains(ws.kb, brain, dollar_cap=llm_dollars)
         budget = Budget.build(experiments=experiments, until=until, minutes=budget_minutes, llm_dollars=llm_dollars)
-        ctx = LoopContext(ws, brains.brainstorm, brains.developer, EvalSettings(seeds=seeds, max_seeds=max(seeds, max_seeds)),
+        ctx = LoopContext(ws, brains.brainstorm, brains.developer, EvalSettings(tier=tier, seeds=seeds,
+                                                                            max_seeds=max(seeds, max_seeds)),
                           parallel=parallel, progress=progress, llm_clients=brains.clients)
         progress(f"brains: {brains.description}")
         before = {r["id"] for r in experiment_rows(ws.kb)}
@@ -78,13 +81,13 @@ def run(workspace: WorkspaceOpt,
         until: Annotated[str | None, typer.Option(help="stop starting new work at this local time, HH:MM")] = None,
         budget_minutes: Annotated[float | None, typer.Option(help="stop starting new work after M minutes")] = None,
         llm: LlmOpt = "heuristic", llm_dollars: DollarsOpt = None, parallel: ParallelOpt = 1,
-        seeds: SeedsOpt = 2, max_seeds: MaxSeedsOpt = 3) -> None:
+        seeds: SeedsOpt = 2, max_seeds: MaxSeedsOpt = 3, tier: EvalTierOpt = "full") -> None:
     """Run the closed loop (brainstorm -> develop -> evaluate -> record) until a budget ends.
 
     Run the same command again after an interruption (Ctrl-C, kill, reboot): it resumes the
     unfinished run without redoing finished experiments."""
     loop(workspace, brain=llm, experiments=experiments, until=until, budget_minutes=budget_minutes,
-         llm_dollars=llm_dollars, parallel=parallel, seeds=seeds, max_seeds=max_seeds)
+         llm_dollars=llm_dollars, parallel=parallel, seeds=seeds, max_seeds=max_seeds, tier=tier)
 
 
 def ask(request: Annotated[str, typer.Argument(help='what to try, e.g. "try a cross network on the ranker"')],

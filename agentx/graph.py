@@ -89,11 +89,12 @@ def fan_out(state: LoopState) -> list[Send] | str:
 
 
 def close_round(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
-    return {"since_evolve": state.get("since_evolve", 0) + len(state.get("queue", [])), "queue": []}
+    return {"since_evolve": state.get("since_evolve", 0) + len(state.get("queue", [])), "queue": [],
+            "stop_reason": runtime.context.stop_reason(state)}
 
 
 def after_round(state: LoopState, runtime: Runtime[LoopContext]) -> str:
-    if runtime.context.stop_reason(state):
+    if state.get("stop_reason"):
         return END
     return "evolve_harness" if state.get("since_evolve", 0) >= runtime.context.evolve_every else "brainstorm"
 

@@ -92,4 +92,6 @@ class ExperimentState(TypedDict, total=False):
     experiment_id: str
     budget: dict[str, Any]
     outcome: str                                         # developed | failed | evaluated | stopped
+    failure_kind: str | None                             # why development failed (crash, contract, ...)
+    failure_detail: str | None
     finished: Annotated[list[str], operator.add]
