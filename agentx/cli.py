@@ -64,8 +64,8 @@ def baseline(
     from agentx.baseline import run_baseline
 
     try:
-        ws = open_workspace(workspace)
-        report = run_baseline(ws, seeds=seeds, tier=tier, reuse=reuse)
+        with open_workspace(workspace, warm_kernels=True) as ws:
+            report = run_baseline(ws, seeds=seeds, tier=tier, reuse=reuse)
     except UserError as exc:
         fail(exc)
     console.print(_baseline_table(report))

@@ -23,7 +23,8 @@ def fail(exc: Exception) -> NoReturn:
     raise typer.Exit(2)
 
 
-def open_workspace(workspace: Path):
+def open_workspace(workspace: Path, *, warm_kernels: bool = False):
+    """Open a workspace; commands that train pass warm_kernels=True (and close it after)."""
     from agentx.context import Workspace
 
-    return Workspace.open(workspace, progress=progress)
+    return Workspace.open(workspace, progress=progress, warm_kernels=warm_kernels)

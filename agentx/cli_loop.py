@@ -58,7 +58,10 @@ def loop(workspace: Path, *, brain: str, experiments: int | None, until: str | N
     from agents.evaluator import EvalSettings
 
     try:
-        ws = open_workspace(workspace)
+        ws = open_workspace(workspace, warm_kernels=True)
+    except UserError as exc:
+        fail(exc)
+    try:
         brains = make_brains(ws.kb, brain, dollar_cap=llm_dollars)
         budget = Budget.build(experiments=experiments, until=until, minutes=budget_minutes, llm_dollars=llm_dollars)
         ctx = LoopContext(ws, brains.brainstorm, brains.developer, EvalSettings(tier=tier, seeds=seeds,
@@ -69,6 +72,8 @@ def loop(workspace: Path, *, brain: str, experiments: int | None, until: str | N
         result = run_loop(ctx, budget, request=request, key=key)
     except (UserError, ValueError) as exc:
         fail(exc)
+    finally:
+        ws.close()
     rows = [r for r in experiment_rows(ws.kb) if r["id"] in set(result.finished) or r["id"] not in before]
     console.print(results_table(rows, f"this run ({'resumed ' if result.resumed else ''}{result.thread_id})"))
     if result.stop_reason:

@@ -22,13 +22,24 @@ class Workspace:
     harness: Harness
 
     @classmethod
-    def open(cls, root: Path | str, progress: Callable[[str], None] = lambda _: None) -> Workspace:
+    def open(cls, root: Path | str, progress: Callable[[str], None] = lambda _: None, *,
+             warm_kernels: bool = True) -> Workspace:
+        """Open a workspace; with `warm_kernels` the next run's kernel starts in the background."""
         root = Path(root).resolve()
         manifest = load_manifest(root)
         repo = WorkspaceRepo(root)
         kb = KnowledgeBase.for_workspace(root)
-        harness = Harness(root, manifest, kb, cache_dir(), progress=progress)
+        harness = Harness(root, manifest, kb, cache_dir(), progress=progress, warm_kernels=warm_kernels)
         return cls(root, manifest, kb, repo, harness)
+
+    def close(self) -> None:
+        self.harness.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def base_checkout(self, commit: str | None = None) -> tuple[Path, str]:
         """A detached worktree at `commit` (default: main's head) and its sha."""

@@ -33,6 +33,7 @@ class WorkspaceInfo(_Section):
 
 class TrainSpec(_Section):
     entrypoint: str = Field(description='"module:function", called in a kernel as function(run_dir)')
+    preload: list[str] = Field(default=[], description="libraries a warm kernel imports before its run")
 
     @field_validator("entrypoint")
     @classmethod

@@ -20,7 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agentx.context import Workspace  # noqa: E402
+from agentx.paths import cache_dir  # noqa: E402
 from tools.git_repo import WorkspaceRepo  # noqa: E402
+from tools.harness import Harness  # noqa: E402
 from tools.sandbox import Sandbox  # noqa: E402
 
 
@@ -49,23 +51,31 @@ def main() -> None:
         print(f"kernel start (fresh ipykernel, IPC): median {median(starts):.2f} s over {len(starts)} "
               f"(min {min(starts):.2f}, max {max(starts):.2f})")
 
-        def timed(tier: str, seed: int) -> tuple[float, float]:
+        def timed(harness, tier: str, seed: int) -> float:
+            if harness.pool is not None:
+                harness.pool.wait_ready()          # the run starts with a warm kernel waiting
             t = time.perf_counter()
-            run = ws.harness.run(checkout, commit, tier=tier, seed=seed, arm="baseline")
+            run = harness.run(checkout, commit, tier=tier, seed=seed, arm="baseline")
             if not run.ok:
                 raise SystemExit(f"{tier} run failed: {run.failure_kind}: {run.failure_detail}")
-            return time.perf_counter() - t, run.exec_s
+            return time.perf_counter() - t
 
-        micro = [timed("micro", seed) for seed in range(args.micro_reps)]
-        micro_wall = median([m[0] for m in micro])
-        print(f"micro tier (incl. kernel start, materialise, score): median {micro_wall:.2f} s over "
-              f"{len(micro)}; target <= 5 s: {'met' if micro_wall <= 5 else 'MISSED'}")
+        cold = Harness(root, ws.manifest, ws.kb, cache_dir())
+        micro_cold = median([timed(cold, "micro", seed) for seed in range(args.micro_reps)])
+        print(f"micro tier, cold (fresh kernel started on demand, libraries imported by the run): "
+              f"median {micro_cold:.2f} s over {args.micro_reps}")
+        micro_warm = median([timed(ws.harness, "micro", seed) for seed in range(args.micro_reps)])
+        print(f"micro tier, warm (fresh kernel started and torch/pandas imported before the run; "
+              f"tools/pool.py): median {micro_warm:.2f} s over {args.micro_reps}; target <= 5 s: "
+              f"{'met' if micro_warm <= 5 else 'MISSED'} warm, {'met' if micro_cold <= 5 else 'MISSED'} cold")
+        micro_wall = micro_warm
 
-        full = [timed("full", seed) for seed in range(args.full_seeds)]
-        full_wall = median([f[0] for f in full])
-        print(f"full tier per seed on CPU: median {full_wall:.1f} s over {len(full)} "
-              f"(per seed: {', '.join(f'{f[0]:.1f}' for f in full)}); target <= 180 s: "
+        full = [timed(ws.harness, "full", seed) for seed in range(args.full_seeds)]
+        full_wall = median(full)
+        print(f"full tier per seed on CPU (warm kernel): median {full_wall:.1f} s over {len(full)} "
+              f"(per seed: {', '.join(f'{f:.1f}' for f in full)}); target <= 180 s: "
               f"{'met' if full_wall <= 180 else 'MISSED'}")
+        ws.close()
         print(f"ratio full/micro: {full_wall / micro_wall:.1f}x; kernel start is "
               f"{100 * median(starts) / micro_wall:.0f}% of a micro run")
 

@@ -34,7 +34,8 @@ def test_graph_shape():
 @pytest.fixture
 def tiny_ws(tiny_template, tmp_path):
     WorkspaceRepo.init_from_template(tmp_path / "ws", tiny_template)
-    return Workspace.open(tmp_path / "ws")
+    with Workspace.open(tmp_path / "ws") as ws:
+        yield ws
 
 
 BETTER_TRAIN = TINY_TRAIN.replace("(clicks[k] + prior) / (seen[k] + 1)", "(clicks[k] + 2 * prior) / (seen[k] + 2)")

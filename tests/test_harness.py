@@ -128,3 +128,32 @@ def test_secrets_do_not_reach_the_kernel(setup, monkeypatch):
     (row,) = kb.query("SELECT run_dir FROM runs WHERE id = ?", [run.run_id])
     env = json.load(open(f"{row['run_dir']}/env.json"))
     assert "OPENAI_API_KEY" not in env and env["AGENTX_VISIBLE"] == "yes"
+
+
+def test_warm_kernels_are_fresh_per_run_and_work_in_the_checkout(tiny_template, tmp_path):
+    import json
+
+    base = tmp_path / "ws"
+    shutil.copytree(tiny_template, base)
+    kb = KnowledgeBase(":memory:")
+    harness = Harness(base, load_manifest(base), kb, tmp_path / "cache", warm_kernels=True)
+    try:
+        seen = []
+        for i in range(2):
+            path = tmp_path / f"co{i}"
+            shutil.copytree(base, path)
+            with open(path / "train.py", "a") as f:
+                f.write("\n" + wrap_main("import json\njson.dump({'pid': os.getpid(), 'cwd': os.getcwd(), "
+                                         "'ran_before': globals().get('_ran', False)}, "
+                                         "open(os.path.join(run_dir, 'who.json'), 'w'))\n"
+                                         "globals()['_ran'] = True") + "\n")
+            run = harness.run(path, "c0ffee", tier="micro", seed=0, arm="baseline")
+            assert run.ok, run.failure_detail
+            (row,) = kb.query("SELECT run_dir FROM runs WHERE id = ?", [run.run_id])
+            seen.append((json.load(open(f"{row['run_dir']}/who.json")), path))
+        (first, p0), (second, p1) = seen
+        assert first["pid"] != second["pid"]                     # one kernel per run
+        assert first["cwd"] == str(p0) and second["cwd"] == str(p1)
+        assert not first["ran_before"] and not second["ran_before"]
+    finally:
+        harness.close()

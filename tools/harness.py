@@ -20,6 +20,7 @@ from pathlib import Path
 
 from agentx.paths import state_dir
 from agentx.workspace import Manifest
+from tools.pool import KernelPool
 from tools.sandbox import ExecutionResult, Sandbox
 from tools.scoring import InvalidPredictions, auc, popularity_scores, score_run
 from tools.splits import Splits, materialise, prepare_splits
@@ -99,7 +100,8 @@ class Harness:
 
     def __init__(self, workspace: Path, manifest: Manifest, kb, cache: Path, *,
                  python: str = sys.executable, extra_env: dict[str, str] | None = None,
-                 memory_limit_mb: int | None = 8192, progress: Callable[[str], None] = lambda _: None):
+                 memory_limit_mb: int | None = 8192, progress: Callable[[str], None] = lambda _: None,
+                 warm_kernels: bool = False):
         self.workspace = Path(workspace)
         self.manifest = manifest
         self.kb = kb
@@ -109,6 +111,13 @@ class Harness:
         self.memory_limit_mb = memory_limit_mb
         self.progress = progress
         self._splits: Splits | None = None
+        # Warm kernels (tools/pool.py): start-up and library imports happen before a run needs them.
+        self.pool = KernelPool(python=python, extra_env=self.extra_env, memory_limit_mb=memory_limit_mb,
+                               preload=manifest.train.preload) if warm_kernels else None
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
 
     @property
     def splits(self) -> Splits:
@@ -161,9 +170,12 @@ class Harness:
     def _execute(self, checkout: Path, run_dir: Path, timeout_s: float) -> tuple[ExecutionResult, dict]:
         module, function = self.manifest.train.module, self.manifest.train.function
         deadline = time.perf_counter() + timeout_s
-        with Sandbox(checkout, python=self.python, extra_env=self.extra_env,
-                     memory_limit_mb=self.memory_limit_mb) as box:
+        if self.pool is not None:
+            box, kernel_start_s = self.pool.take(checkout)
+        else:
+            box = Sandbox(checkout, python=self.python, extra_env=self.extra_env, memory_limit_mb=self.memory_limit_mb)
             kernel_start_s = box.start()
+        with box:
             result = box.execute(BOOT.format(module=module, function=function, run_dir=str(run_dir)),
                                  timeout_s=max(1.0, deadline - time.perf_counter()))
             report: dict = {"kernel_start_s": kernel_start_s}
@@ -185,8 +197,9 @@ class Harness:
             metrics = score_run(self.splits, run_dir, [self.manifest.metric.primary, *self.manifest.metric.secondary])
         except InvalidPredictions as exc:
             return RunOutcome(run_id, "invalid", exc.kind, exc.detail)
-        popular = popularity_scores(self.splits, self.manifest.data.item_column, run_dir)
-        metrics[("test", "popularity_auc")] = auc(popular.labels, popular.scores)
+        if getattr(self.manifest.tiers, tier).eval_rows is None:   # a reference only on the whole slice
+            popular = popularity_scores(self.splits, self.manifest.data.item_column, run_dir)
+            metrics[("test", "popularity_auc")] = auc(popular.labels, popular.scores)
         for name in ("train_seconds", "num_params", "p95_latency_ms"):
             if isinstance(report.get(name), (int, float)):
                 metrics[("run", name)] = float(report[name])
