@@ -9,6 +9,7 @@ from pathlib import Path
 from agentx.paths import cache_dir
 from agentx.workspace import Manifest, load_manifest
 from knowledge import KnowledgeBase
+from knowledge.cards import seed_cards
 from tools.git_repo import WorkspaceRepo
 from tools.harness import Harness
 
@@ -29,6 +30,8 @@ class Workspace:
         manifest = load_manifest(root)
         repo = WorkspaceRepo(root)
         kb = KnowledgeBase.for_workspace(root)
+        if not kb.query("SELECT 1 FROM research_cards LIMIT 1"):
+            seed_cards(kb)                     # the shipped research cards the brainstorm reads
         harness = Harness(root, manifest, kb, cache_dir(), progress=progress, warm_kernels=warm_kernels)
         return cls(root, manifest, kb, repo, harness)
 

@@ -162,14 +162,24 @@ def test_workspace_imports_only_its_own_files_and_allowed_packages():
 # -- data.py -----------------------------------------------------------------------------
 
 def test_prepare_writes_three_time_ordered_splits(splits, data_module):
-    assert {name: len(frame) for name, frame in splits.items()} == SPLIT_ROWS
+    sizes = {name: len(frame) for name, frame in splits.items()}
+    assert sum(sizes.values()) == 100_000
+    for name, expected in SPLIT_ROWS.items():              # 80/10/10, rounded per user
+        assert abs(sizes[name] - expected) <= 1_000, sizes
     for frame in splits.values():
         assert list(frame.columns) == data_module.COLUMNS
         assert "rating" not in frame.columns
         assert set(frame["label"].unique()) == {0, 1}
     train, valid, test = splits["train"], splits["valid"], splits["test"]
-    assert train["timestamp"].max() <= valid["timestamp"].min()
-    assert valid["timestamp"].max() <= test["timestamp"].min()
+    # per user, time only moves forward: train < valid < test
+    last_train = train.groupby("user_id")["timestamp"].max()
+    first_valid, last_valid = valid.groupby("user_id")["timestamp"].min(), valid.groupby("user_id")["timestamp"].max()
+    first_test = test.groupby("user_id")["timestamp"].min()
+    assert (last_train.loc[first_valid.index] <= first_valid).all()
+    assert (last_valid.loc[first_test.index] <= first_test).all()
+    # every user in valid and test has a history in train (all 943 users)
+    assert set(valid["user_id"]) <= set(train["user_id"]) and set(test["user_id"]) <= set(train["user_id"])
+    assert train["user_id"].nunique() == 943
     for frame in splits.values():
         assert frame["timestamp"].is_monotonic_increasing
     row_ids = pd.concat([f["row_id"] for f in splits.values()])
@@ -284,4 +294,4 @@ def test_full_run_beats_item_popularity(train_module, splits, tmp_path):
     # loose enough for a machine shared with other test suites
     assert elapsed < manifest["guardrails"]["max_train_seconds"]
     assert result["valid"][0] > result["valid"][1]
-    assert result["test"][0] > result["test"][1] + 0.005
+    assert result["test"][0] > result["test"][1] + 0.02

