@@ -16,12 +16,15 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from agents.prompts import render_prompt
-from agents.recipes import RECIPES, all_params, describe
+from agents.recipes import RECIPES, RecipeNotApplicable, all_params, describe
 from agentx.errors import UserError
 from agentx.state import Proposal, ProposalList
 
@@ -78,7 +81,9 @@ class HeuristicBrainstorm:
     def __init__(self, seed: int = 0):
         self.seed = seed
 
-    def rank(self, kb, sign: int) -> list[Scored]:
+    def rank(self, kb, sign: int, applicable=None) -> list[Scored]:
+        """Untried (recipe, params) by Thompson draw; `applicable(recipe, params)` filters out
+        what cannot apply to the current code (e.g. dropping a feature the model lacks)."""
         by_recipe: dict[str, list[float]] = {}
         by_family: dict[str, list[float]] = {}
         for recipe, reward in outcomes(kb, sign):
@@ -89,6 +94,8 @@ class HeuristicBrainstorm:
         rng = np.random.default_rng(self.seed + len(tried))
         scored = []
         for name, recipe in RECIPES.items():
+            if applicable is not None and not any(applicable(recipe, p) for p in all_params(recipe)):
+                continue
             own = by_recipe.get(name, [])
             siblings = [r for r in by_family.get(recipe.family, [])]
             weight = len(own) + FAMILY_WEIGHT * (len(siblings) - len(own))
@@ -96,7 +103,7 @@ class HeuristicBrainstorm:
             mean = total / (1.0 + weight)             # shrunk towards 0 by one pseudo-observation
             sd = PRIOR_SD / math.sqrt(1.0 + weight)
             for params in all_params(recipe):
-                if (name, canonical(params)) in tried:
+                if (name, canonical(params)) in tried or (applicable is not None and not applicable(recipe, params)):
                     continue
                 scored.append(Scored(name, params, mean, sd, float(rng.normal(mean, sd))))
         return sorted(scored, key=lambda s: s.draw, reverse=True)
@@ -104,7 +111,8 @@ class HeuristicBrainstorm:
     def propose(self, ws, k: int, request: str | None = None) -> list[Proposal]:
         if request:
             return [self.match(ws, request)]
-        ranked = self.rank(ws.kb, ws.manifest.metric.sign)
+        with tempfile.TemporaryDirectory() as scratch:
+            ranked = self.rank(ws.kb, ws.manifest.metric.sign, applies_to(ws, Path(scratch)))
         ws.kb.log_event("brainstorm_ranking", {"brain": "heuristic", "candidates": [s.__dict__ for s in ranked]})
         return [Proposal(title=describe(RECIPES[s.recipe], s.params), recipe=s.recipe, params=s.params,
                          hypothesis=RECIPES[s.recipe].hypothesis, score=s.draw, source="brainstorm",
@@ -133,6 +141,22 @@ class HeuristicBrainstorm:
         params = (untried or all_params(recipe))[0]
         return Proposal(title=describe(recipe, params), recipe=name, params=params, source="chat",
                         hypothesis=recipe.hypothesis, rationale=f"matched the request {request!r} to recipe {name}")
+
+
+def applies_to(ws, scratch: Path):
+    """A dry run of a recipe on a scratch copy of the base's editable files."""
+    def applicable(recipe, params) -> bool:
+        shutil.rmtree(scratch, ignore_errors=True)
+        for rel in ws.manifest.paths.editable:
+            if (ws.root / rel).is_file():
+                (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ws.root / rel, scratch / rel)
+        try:
+            recipe.apply(scratch, params)
+        except RecipeNotApplicable:
+            return False
+        return True
+    return applicable
 
 
 class LLMBrainstorm:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -9,7 +10,8 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 
-console = Console(highlight=False)
+# Piped or logged output (CI, nohup) gets wide tables instead of rich's 80-column default.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
 
 WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="the workspace (a git repo with agentx.toml)")]
 
