@@ -27,9 +27,10 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from agents import developer as dev
-from agents.evaluator import EvalSettings, evaluate
+from agents.evaluator import EvalSettings, evaluate, roll_out, train_rows
 from agents.harness_evolution import evolve
 from agents.recipes import RECIPES, slug as recipe_slug
+from agentx.errors import UserError
 from agentx.llm import BudgetExceeded, LLMError
 from agentx.paths import state_dir
 from agentx.pr import open_pull_request
@@ -138,6 +139,11 @@ def evaluate_experiment(state: ExperimentState, runtime: Runtime[LoopContext]) -
     ctx.progress(f"{exp_id}: evaluating control vs treatment, {ctx.settings.tier} tier, "
                  f"{ctx.settings.seeds}+ paired seeds")
     verdict = evaluate(ctx.ws, experiment, worktree.path, ctx.settings)
+    if verdict.decision == "ship":
+        ctx.progress(f"{exp_id}: offline ship; staged rollout to "
+                     f"{' -> '.join(f'{s:.0%}' for s in ctx.settings.rollout_shares)} of users")
+        verdict, rollout = roll_out(ctx.ws, experiment, verdict, ctx.settings)
+        ctx.progress(f"{exp_id}: {rollout.reason}")
     ctx.ws.kb.add_verdict(**verdict.row(exp_id))
     ctx.ws.kb.update_experiment(exp_id, status="evaluated")
     ctx.progress(f"{exp_id}: {verdict.decision} (delta {verdict.delta if verdict.delta is None else f'{verdict.delta:+.4f}'}"
@@ -165,23 +171,37 @@ def record(state: ExperimentState, runtime: Runtime[LoopContext]) -> dict:
 
 
 def lesson(ws, experiment: dict, verdict: dict | None, state: ExperimentState) -> dict:
+    """The structured lesson every experiment leaves, success or failure (the brainstorm reads them)."""
     recipe = RECIPES.get(experiment.get("recipe") or "")
+    tier = verdict["tier"] if verdict else "micro"
+    runs = [(s["treatment_run"], s["seed"]) for s in (verdict or {}).get("per_seed") or []] or \
+        [(r["id"], r["seed"]) for r in ws.kb.runs(experiment["id"], arm="treatment", tier=tier)]
     conditions = {"workspace": ws.manifest.workspace.name, "base_commit": experiment.get("base_commit"),
-                  "recipe": experiment.get("recipe"), "tier": verdict["tier"] if verdict else "micro"}
+                  "head_commit": experiment.get("head_commit"), "recipe": experiment.get("recipe"),
+                  "tier": tier, "seeds": sorted({seed for _, seed in runs}),
+                  "train_rows": train_rows(ws, [run_id for run_id, _ in runs])}
     base = {"experiment_id": experiment["id"], "recipe_family": recipe.family if recipe else "free-form",
             "params": experiment.get("params"), "conditions": conditions}
     if verdict is None:
         kind = state.get("failure_kind") or "unknown"
-        return {**base, "outcome": "failure", "failure_kind": kind,
+        return {**base, "outcome": "failure", "failure_kind": kind, "decision": state.get("outcome"),
+                "evidence": {"detail": (state.get("failure_detail") or "")[-1000:]},
                 "text": f"'{experiment['title']}' failed before evaluation ({kind}): "
                         f"{(state.get('failure_detail') or '')[-300:]}"}
     decision = verdict["decision"]
     outcome = {"ship": "win", "reject": "loss", "inconclusive": "neutral", "vetoed": "failure"}[decision]
-    kind = None if decision != "vetoed" else "veto"
+    breached = [g for g in verdict.get("guardrails") or [] if not g["ok"]]
+    kind = None
     if decision == "inconclusive":
         kind = "no-effect"
-    return {**base, "outcome": outcome, "failure_kind": kind, "effect": verdict["delta"], "ci_low": verdict["ci_low"],
-            "ci_high": verdict["ci_high"],
+    elif decision == "vetoed":   # a failed treatment run names its own kind (crash, nan, tamper, ...)
+        run_failure = next((g for g in breached if g["name"] == "run"), None)
+        kind = run_failure["value"] if run_failure else "veto"
+    evidence = {"metric": verdict["metric"], "valid_delta": verdict["valid_delta"], "n_seeds": verdict["n_seeds"],
+                "offline_decision": verdict.get("offline_decision"),
+                "breached": [{k: g.get(k) for k in ("name", "value", "limit")} for g in breached]}
+    return {**base, "outcome": outcome, "failure_kind": kind, "decision": decision, "effect": verdict["delta"],
+            "ci_low": verdict["ci_low"], "ci_high": verdict["ci_high"], "evidence": evidence,
             "text": f"'{experiment['title']}': {decision}, test {verdict['metric']} delta {_f(verdict['delta'])} "
                     f"[{_f(verdict['ci_low'])}, {_f(verdict['ci_high'])}], valid delta {_f(verdict['valid_delta'])}. "
                     f"{verdict['rationale']}"}
@@ -247,7 +267,14 @@ def run_loop(ctx: LoopContext, budget: Budget, *, request: str | None = None, ke
             ctx.progress(f"resuming unfinished run {thread_id} (finished experiments are kept)")
         start = None if resumed else {"budget": budget.model_dump(), "request": request, "queue": [], "started": 0,
                                       "finished": [], "since_evolve": 0, "stop_reason": None}
-        final = app.invoke(start, config, context=ctx)
+        try:
+            final = app.invoke(start, config, context=ctx)
+        except UserError:
+            # Bad input (a request no recipe matches, ...): nothing to resume, so the next
+            # command under this key starts afresh instead of replaying the same input.
+            threads.pop(key, None)
+            threads_file.write_text(json.dumps(threads))
+            raise
     ctx.ws.kb.log_event("loop_finished", {"thread": thread_id, "finished": final.get("finished", []),
                                           "stop_reason": final.get("stop_reason")})
     return LoopResult(thread_id, resumed, list(final.get("finished", [])), final.get("stop_reason"))

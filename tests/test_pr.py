@@ -78,3 +78,5 @@ def test_ask_without_a_matching_recipe_says_what_it_knows(tiny_template, tmp_pat
     WorkspaceRepo.init_from_template(tmp_path / "ws", tiny_template)
     result = CliRunner().invoke(app, ["ask", "make it sing opera", "--workspace", str(tmp_path / "ws")])
     assert result.exit_code == 2 and "found no recipe" in result.output and "DCN" in result.output
+    threads = json.loads((tmp_path / "ws" / ".agentx" / "threads.json").read_text())
+    assert "ask" not in threads        # the next `ask` starts afresh, it does not replay this one
