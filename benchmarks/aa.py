@@ -1,0 +1,75 @@
+"""A/A: how often does the evaluator ship a treatment that is the control itself?
+
+    python benchmarks/aa.py [--reps 20] [--seeds 2] [--tier micro]
+
+Each repetition trains the same commit as both arms. With paired seeds and deterministic
+training the two arms would be bit-identical and every interval would be [0, 0], a test
+that cannot fail; so the treatment arm gets its own seeds (the same code retrained, which
+is the null an A/B on a retrained model really faces). The evaluator's statistics
+(paired seeds x users bootstrap) and decision rule then judge it. At a 95 % level about 1
+ship in 20 is expected; more than 3 means the statistics are wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agentx.context import Workspace  # noqa: E402
+from tools.git_repo import WorkspaceRepo  # noqa: E402
+from tools.scoring import join_predictions, users_of  # noqa: E402
+from tools.stats import paired_effect  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=20, help="A/A repetitions")
+    parser.add_argument("--seeds", type=int, default=2, help="seeds per arm")
+    parser.add_argument("--tier", default="micro", help="tier both arms train at")
+    parser.add_argument("--replicates", type=int, default=1000, help="bootstrap replicates")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "ws"
+        WorkspaceRepo.init_from_template(root, "movielens-ctr")
+        with Workspace.open(root) as ws:
+            checkout, commit = ws.base_checkout()
+            metric, floor = ws.manifest.metric, ws.manifest.metric.min_effect
+            decisions, rows = [], []
+            for rep in range(args.reps):
+                arms = []
+                for offset in (0, 500):        # control seeds, then the treatment's own seeds
+                    runs = [ws.harness.run(checkout, commit, tier=args.tier, seed=1000 * rep + offset + s,
+                                           arm="control" if offset == 0 else "treatment")
+                            for s in range(args.seeds)]
+                    if not all(r.ok for r in runs):
+                        raise SystemExit(f"rep {rep}: a run failed: {[r.failure_detail for r in runs if not r.ok]}")
+                    arms.append([join_predictions(ws.harness.splits, Path(ws.kb.get_run(r.run_id)["run_dir"]), "test")
+                                 for r in runs])
+                control, treatment = arms
+                labels = control[0].labels
+                users = users_of(ws.harness.splits, control[0].ids, ws.manifest.data.user_column)
+                effect = paired_effect([c.scores for c in control], [t.scores for t in treatment], labels, users,
+                                       metric=metric.primary, replicates=args.replicates, seed=rep)
+                low, high = sorted((metric.sign * effect.ci_low, metric.sign * effect.ci_high))
+                decision = "ship" if low > floor else "reject" if high < 0 else "inconclusive"
+                decisions.append(decision)
+                rows.append((rep, effect.delta, effect.ci_low, effect.ci_high, decision))
+                print(f"rep {rep:2d}: delta {effect.delta:+.4f} CI [{effect.ci_low:+.4f}, {effect.ci_high:+.4f}] "
+                      f"-> {decision}", flush=True)
+    shipped, rejected = decisions.count("ship"), decisions.count("reject")
+    covered = sum(lo <= 0 <= hi for _, _, lo, hi, _ in rows)
+    print(f"A/A over {args.reps} repetitions ({args.tier} tier, {args.seeds} seeds per arm): shipped {shipped}, "
+          f"rejected {rejected}, CI covered 0 in {covered}/{args.reps}; expected about 1 false ship at 95 %, "
+          f"> 3 is a bug: {'ok' if shipped <= 3 else 'TOO MANY'}")
+    print(json.dumps({"reps": args.reps, "tier": args.tier, "shipped": shipped, "rejected": rejected,
+                      "ci_covers_zero": covered}))
+
+
+if __name__ == "__main__":
+    main()
