@@ -1,6 +1,6 @@
 """A/A: how often does the evaluator ship a treatment that is the control itself?
 
-    python benchmarks/aa.py [--reps 20] [--seeds 2] [--tier micro]
+    python benchmarks/aa.py [--reps 20] [--seeds 2] [--train-rows 20000]
 
 Each repetition trains the same commit as both arms. With paired seeds and deterministic
 training the two arms would be bit-identical and every interval would be [0, 0], a test
@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agentx.context import Workspace  # noqa: E402
+from agentx.workspace import TierSpec  # noqa: E402
 from tools.git_repo import WorkspaceRepo  # noqa: E402
 from tools.scoring import join_predictions, users_of  # noqa: E402
 from tools.stats import paired_effect  # noqa: E402
@@ -30,7 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=20, help="A/A repetitions")
     parser.add_argument("--seeds", type=int, default=2, help="seeds per arm")
-    parser.add_argument("--tier", default="micro", help="tier both arms train at")
+    parser.add_argument("--train-rows", type=int, default=20000, help="the small tier's training rows")
     parser.add_argument("--replicates", type=int, default=1000, help="bootstrap replicates")
     args = parser.parse_args()
 
@@ -39,6 +40,12 @@ def main() -> None:
         WorkspaceRepo.init_from_template(root, "movielens-ctr")
         with Workspace.open(root) as ws:
             checkout, commit = ws.base_checkout()
+            # The small tier: fewer training rows and one epoch, but every test row, so the
+            # interval is as narrow as a real judgement's and a false ship is possible.
+            small = TierSpec(epochs=1, timeout_s=600, train_rows=args.train_rows, eval_rows=None)
+            ws.harness.manifest = ws.manifest.model_copy(
+                update={"tiers": ws.manifest.tiers.model_copy(update={"micro": small})})
+            args.tier = "micro"
             metric, floor = ws.manifest.metric, ws.manifest.metric.min_effect
             decisions, rows = [], []
             for rep in range(args.reps):
@@ -64,10 +71,11 @@ def main() -> None:
                       f"-> {decision}", flush=True)
     shipped, rejected = decisions.count("ship"), decisions.count("reject")
     covered = sum(lo <= 0 <= hi for _, _, lo, hi, _ in rows)
-    print(f"A/A over {args.reps} repetitions ({args.tier} tier, {args.seeds} seeds per arm): shipped {shipped}, "
+    print(f"A/A over {args.reps} repetitions (small tier: {args.train_rows} train rows, 1 epoch, all test rows; "
+          f"{args.seeds} seeds per arm): shipped {shipped}, "
           f"rejected {rejected}, CI covered 0 in {covered}/{args.reps}; expected about 1 false ship at 95 %, "
           f"> 3 is a bug: {'ok' if shipped <= 3 else 'TOO MANY'}")
-    print(json.dumps({"reps": args.reps, "tier": args.tier, "shipped": shipped, "rejected": rejected,
+    print(json.dumps({"reps": args.reps, "train_rows": args.train_rows, "shipped": shipped, "rejected": rejected,
                       "ci_covers_zero": covered}))
 
 
