@@ -12,18 +12,31 @@ bootstrap), and the decision follows fixed rules:
 
 Validation (what the search optimises) is reported next to the test effect; only the test
 slice judges.
+
+An offline `ship` then goes through a staged rollout (`roll_out`, `tools.rollout`): the
+treatment is served to 5 % -> 25 % -> 50 % of the test slice's users (replayed by default,
+or a real A/B platform through `EvalSettings.rollout_backend`), and a guardrail breach at
+any stage halts the ramp and turns the decision into `vetoed`, naming the stage and metric.
 """
 
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from tools.rollout import STAGES, Guard, ReplayRollout, Rollout, RolloutBackend, ramp
 from tools.scoring import join_predictions, users_of
 from tools.stats import paired_effect
+
+# The logloss a rollout stage may lose when the manifest sets no max_secondary_regression for it.
+DEFAULT_LOGLOSS_REGRESSION = 0.01
+
+# (ws, experiment row, offline verdict, settings) -> the backend that serves the treatment.
+BackendFactory = Callable[[object, dict, "Verdict", "EvalSettings"], RolloutBackend]
 
 
 @dataclass(frozen=True)
@@ -32,6 +45,10 @@ class EvalSettings:
     seeds: int = 2
     max_seeds: int = 3
     replicates: int = 1000
+    rollout_shares: tuple[float, ...] = STAGES
+    rollout_confidence: float = 0.999          # a guard halts when this sure the harm exceeds its limit
+    rollout_replicates: int = 200
+    rollout_backend: BackendFactory | None = None   # None: ReplayRollout over the test slice
 
 
 @dataclass
@@ -48,12 +65,14 @@ class Verdict:
     per_seed: list[dict] = field(default_factory=list)
     guardrails: list[dict] = field(default_factory=list)
     rationale: str = ""
+    offline_decision: str | None = None          # the decision before the rollout, when one ran
 
     def row(self, experiment_id: str) -> dict:
         return {"experiment_id": experiment_id, "decision": self.decision, "metric": self.metric, "tier": self.tier,
                 "control": self.control, "treatment": self.treatment, "delta": self.delta, "ci_low": self.ci_low,
                 "ci_high": self.ci_high, "n_seeds": len(self.per_seed), "valid_delta": self.valid_delta,
-                "per_seed": self.per_seed, "guardrails": self.guardrails, "rationale": self.rationale}
+                "per_seed": self.per_seed, "guardrails": self.guardrails, "rationale": self.rationale,
+                "offline_decision": self.offline_decision}
 
 
 def evaluate(ws, experiment: dict, treatment_path, settings: EvalSettings) -> Verdict:
@@ -143,6 +162,75 @@ def check_guardrails(manifest, pairs) -> list[dict]:
         worse = (t - c) if name == "logloss" else (c - t)
         checks.append({"name": f"{name}_regression", "value": worse, "limit": allowed, "ok": worse <= allowed})
     return checks
+
+
+def rollout_guards(manifest) -> list[Guard]:
+    """The primary metric may not drop by more than the minimum effect; secondary metrics by
+    no more than max_secondary_regression (logloss defaults to DEFAULT_LOGLOSS_REGRESSION)."""
+    metric = manifest.metric
+    limits = {metric.primary: metric.min_effect}
+    for name, limit in {"logloss": DEFAULT_LOGLOSS_REGRESSION, **manifest.guardrails.max_secondary_regression}.items():
+        limits.setdefault(name, limit)
+    return [Guard(name, limit) for name, limit in limits.items()]
+
+
+def roll_out(ws, experiment: dict, verdict: Verdict, settings: EvalSettings) -> tuple[Verdict, Rollout]:
+    """Run the staged rollout of an offline ship, record its stages, return the final verdict."""
+    if verdict.decision != "ship":
+        raise ValueError(f"only an offline ship is rolled out, not {verdict.decision!r}")
+    factory = settings.rollout_backend or replay_backend
+    rollout = ramp(factory(ws, experiment, verdict, settings), rollout_guards(ws.manifest), settings.rollout_shares)
+    ws.kb.set_rollout_stages(experiment["id"], rollout.backend, [s.row() for s in rollout.stages])
+    ws.kb.log_event("rollout", {"backend": rollout.backend, "stages": len(rollout.stages),
+                                "halted": rollout.halted_at is not None, "reason": rollout.reason},
+                    experiment_id=experiment["id"])
+    return apply_rollout(verdict, rollout), rollout
+
+
+def apply_rollout(verdict: Verdict, rollout: Rollout) -> Verdict:
+    """A halted ramp vetoes the ship; the rollout becomes one more guardrail line either way."""
+    halted = rollout.halted_at
+    planned = f"{len(rollout.planned)} stages up to {rollout.planned[-1]:.0%} of users"
+    if halted is None:
+        line = {"name": "rollout", "ok": True, "value": f"{len(rollout.stages)} stages passed", "limit": planned,
+                "detail": rollout.reason}
+        return replace(verdict, offline_decision=verdict.decision, guardrails=[*verdict.guardrails, line],
+                       rationale=f"{verdict.rationale}; {rollout.reason}")
+    worst = next(c for c in halted.checks if not c["ok"])
+    line = {"name": f"rollout_stage_{halted.stage}_{worst['metric']}", "ok": False, "value": worst["harm"],
+            "harm_low": worst["harm_low"], "limit": worst["limit"], "detail": halted.reason}
+    return replace(verdict, decision="vetoed", offline_decision=verdict.decision,
+                   guardrails=[*verdict.guardrails, line],
+                   rationale=f"offline ship vetoed: {rollout.reason}. Offline: {verdict.rationale}")
+
+
+def replay_backend(ws, experiment: dict, verdict: Verdict, settings: EvalSettings) -> ReplayRollout:
+    """Replay the test slice with the verdict's paired runs (the default backend)."""
+    splits = ws.harness.splits
+    controls, treatments, labels, users, ids = [], [], None, None, None
+    for seed in verdict.per_seed:
+        c = join_predictions(splits, _run_dir(ws, seed["control_run"]), "test")
+        t = join_predictions(splits, _run_dir(ws, seed["treatment_run"]), "test")
+        if not np.array_equal(c.ids, t.ids) or (ids is not None and not np.array_equal(ids, c.ids)):
+            raise RuntimeError("the rollout needs every run scored on the same test rows")
+        controls.append(c.scores)
+        treatments.append(t.scores)
+        ids, labels = c.ids, c.labels
+    users = users_of(splits, ids, ws.manifest.data.user_column)
+    metrics = [g.metric for g in rollout_guards(ws.manifest)]
+    return ReplayRollout(experiment["id"], users, labels, controls, treatments, metrics=metrics,
+                         confidence=settings.rollout_confidence, replicates=settings.rollout_replicates)
+
+
+def train_rows(ws, run_ids: list[str]) -> int | None:
+    """How many training rows the first of these runs saw (its run directory's train.csv)."""
+    for run_id in run_ids:
+        run = ws.kb.get_run(run_id)
+        path = Path(run["run_dir"]) / "train.csv" if run and run.get("run_dir") else None
+        if path is not None and path.is_file():
+            with path.open("rb") as f:
+                return max(0, sum(1 for _ in f) - 1)
+    return None
 
 
 def _per_seed(pairs, metric: str) -> list[dict]:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from agentx import cli_loop
+from agentx import cli_loop, cli_show
 from agentx.cli_common import WorkspaceOpt, console, fail, open_workspace
 from agentx.errors import UserError
 
@@ -22,6 +22,8 @@ TierOpt = Annotated[str, typer.Option(help="micro: a few hundred rows, one epoch
 
 app.command()(cli_loop.run)
 app.command()(cli_loop.ask)
+app.command()(cli_show.show)
+app.command()(cli_show.lessons)
 app.add_typer(cli_loop.pr_app, name="pr")
 
 

@@ -127,9 +127,31 @@ def m002_loop(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE verdicts ADD COLUMN tier TEXT")
 
 
+def m003_rollouts(con: duckdb.DuckDBPyConnection) -> None:
+    """Staged rollout stages, the offline decision behind a rollout veto, richer lessons."""
+    con.execute("CREATE SEQUENCE rollout_stages_id_seq START 1")
+    con.execute(f"""
+        CREATE TABLE rollout_stages (
+            id BIGINT PRIMARY KEY DEFAULT nextval('rollout_stages_id_seq'),
+            experiment_id TEXT NOT NULL,
+            backend TEXT NOT NULL,          -- replay | the name of an A/B platform backend
+            stage INTEGER NOT NULL,         -- 1, 2, 3 ...
+            share DOUBLE NOT NULL,          -- share of users served the treatment
+            n_users INTEGER, n_rows INTEGER,             -- the treatment group
+            control_users INTEGER, control_rows INTEGER,
+            control JSON, treatment JSON,   -- metric -> value in each group
+            checks JSON,                    -- per guard: metric, harm, harm_low, limit, ok, note
+            ok BOOLEAN NOT NULL, reason TEXT,
+            created_at TIMESTAMP NOT NULL DEFAULT {_NOW})""")
+    con.execute("ALTER TABLE verdicts ADD COLUMN offline_decision TEXT")   # before the rollout
+    con.execute("ALTER TABLE lessons ADD COLUMN decision TEXT")
+    con.execute("ALTER TABLE lessons ADD COLUMN evidence JSON")             # breached guards, rollout, ...
+
+
 MIGRATIONS: list[Migration] = [
     m001_initial,
     m002_loop,
+    m003_rollouts,
 ]
 
 

@@ -320,6 +320,25 @@ class KnowledgeBase:
         return self._select("lessons", "id", experiment_id=experiment_id,
                             recipe_family=recipe_family)
 
+    # -- rollouts ----------------------------------------------------------------------
+
+    def set_rollout_stages(self, experiment_id: str, backend: str,
+                           stages: Iterable[Mapping[str, Any]]) -> int:
+        """Record an experiment's rollout, replacing any earlier record of it (a resumed
+        run repeats its rollout); returns the number of stages stored."""
+        stages = list(stages)
+        with self._tx() as con:
+            if not _exists(con, "experiments", "id", experiment_id):
+                raise ValueError(f"rollout of unknown experiment {experiment_id!r}")
+            con.execute("DELETE FROM rollout_stages WHERE experiment_id = ?", [experiment_id])
+            for stage in stages:
+                self._insert(con, "rollout_stages", {**stage, "experiment_id": experiment_id,
+                                                     "backend": backend})
+        return len(stages)
+
+    def rollout_stages(self, experiment_id: str | None = None) -> list[dict[str, Any]]:
+        return self._select("rollout_stages", "experiment_id, stage", experiment_id=experiment_id)
+
     # -- pull requests -----------------------------------------------------------------
 
     def upsert_pull_request(self, **fields: Any) -> int:
@@ -340,6 +359,10 @@ class KnowledgeBase:
 
     def get_pull_request(self, pr_id: int) -> dict[str, Any] | None:
         rows = self._select("pull_requests", "id", id=pr_id)
+        return rows[0] if rows else None
+
+    def pull_request_for(self, experiment_id: str) -> dict[str, Any] | None:
+        rows = self._select("pull_requests", "id", experiment_id=experiment_id)
         return rows[0] if rows else None
 
     # -- research cards and features ---------------------------------------------------

@@ -28,6 +28,9 @@ con.close()
 """
 
 
+SHIPPED = [m.__name__ for m in MIGRATIONS]
+
+
 @pytest.fixture
 def kb() -> KnowledgeBase:
     return KnowledgeBase(":memory:")
@@ -35,38 +38,38 @@ def kb() -> KnowledgeBase:
 
 # -- migrations ----------------------------------------------------------------------------
 
-def m002_pull_requests(con):
-    con.execute("CREATE TABLE pull_requests (id TEXT PRIMARY KEY, experiment_id TEXT, "
+def m901_reviews(con):
+    con.execute("CREATE TABLE reviews (id TEXT PRIMARY KEY, experiment_id TEXT, "
                 "checks JSON)")
 
 
-def m003_pull_request_url(con):
-    con.execute("ALTER TABLE pull_requests ADD COLUMN url TEXT")
+def m902_review_url(con):
+    con.execute("ALTER TABLE reviews ADD COLUMN url TEXT")
 
 
 def test_migrations_recorded_and_idempotent(kb):
-    assert kb.query("SELECT name FROM _migrations") == [{"name": "m001_initial"}]
+    assert [r["name"] for r in kb.query("SELECT name FROM _migrations ORDER BY name")] == SHIPPED
     assert kb.migrate() == []
     assert kb.migrate() == []
-    assert kb.query("SELECT count(*) AS n FROM _migrations") == [{"n": 1}]
+    assert kb.query("SELECT count(*) AS n FROM _migrations") == [{"n": len(SHIPPED)}]
     assert {"experiments", "runs", "metrics", "verdicts", "lessons", "research_cards",
             "features", "feature_stats", "harness_versions", "llm_calls",
             "events"} <= {r["table_name"] for r in kb.query("SELECT table_name FROM duckdb_tables()")}
 
 
 def test_appended_migrations_apply_in_order_once(kb):
-    more = [*MIGRATIONS, m002_pull_requests, m003_pull_request_url]
-    assert kb.migrate(more) == ["m002_pull_requests", "m003_pull_request_url"]
+    more = [*MIGRATIONS, m901_reviews, m902_review_url]
+    assert kb.migrate(more) == ["m901_reviews", "m902_review_url"]
     assert kb.migrate(more) == []
     with kb._connection() as con:
-        assert applied(con) == ["m001_initial", "m002_pull_requests", "m003_pull_request_url"]
-    assert kb.columns("pull_requests") == {"id": "VARCHAR", "experiment_id": "VARCHAR",
-                                           "checks": "JSON", "url": "VARCHAR"}
+        assert applied(con) == [*SHIPPED, "m901_reviews", "m902_review_url"]
+    assert kb.columns("reviews") == {"id": "VARCHAR", "experiment_id": "VARCHAR",
+                                     "checks": "JSON", "url": "VARCHAR"}
 
 
 def test_migrations_must_be_ordered_and_named():
     with pytest.raises(ValueError, match="out of order"):
-        check_order([m001_initial, m003_pull_request_url, m002_pull_requests])
+        check_order([m001_initial, m902_review_url, m901_reviews])
     with pytest.raises(ValueError, match="out of order"):
         check_order([m001_initial, m001_initial])
 
@@ -78,13 +81,13 @@ def test_migrations_must_be_ordered_and_named():
 
 
 def test_failing_migration_rolls_back_and_is_not_recorded(kb):
-    def m002_half_done(con):
+    def m901_half_done(con):
         con.execute("CREATE TABLE half (x INTEGER)")
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        kb.migrate([*MIGRATIONS, m002_half_done])
-    assert kb.query("SELECT name FROM _migrations") == [{"name": "m001_initial"}]
+        kb.migrate([*MIGRATIONS, m901_half_done])
+    assert [r["name"] for r in kb.query("SELECT name FROM _migrations ORDER BY name")] == SHIPPED
     assert kb.query("SELECT * FROM duckdb_tables() WHERE table_name = 'half'") == []
 
 
