@@ -4,6 +4,40 @@ The agent's code only ever runs inside the kernel. Everything that decides wheth
 counts happens here, in the harness process: which rows the kernel gets (no labels for
 valid and test), whether protected files changed (hashed before and after), whether the
 predictions are complete and finite, and the metrics themselves.
+
+Detectors, in the order `_judge` applies them (the first that fires names the failure):
+
+- tamper: a protected path (data module, manifest, ...) differs from the base, hashed
+  before and after the run, in the checkout and in the base workspace.
+- leak: before any workspace code runs, the BOOT cell installs a Python audit hook
+  (`sys.addaudithook`: it cannot be removed). It records `open` (also `os.open`, pathlib
+  and pandas reads), `os.listdir`, `os.scandir` (`os.walk`, `Path.rglob`), `glob.glob`,
+  `os.chdir`, link/rename/copy events on a path under a harness-owned one: the cache
+  (labelled splits, raw datasets), `Splits.root` and its parent, the KB file, the audit
+  logs, other runs' directories. The run's own directory and the checkout are allowed;
+  where rules nest the deepest wins (a checkout at the workspace root does not allow
+  `.agentx/runs`). `subprocess.Popen`, `os.system`, `os.exec*`, `os.posix_spawn` and
+  `os.spawn*` count when their command line or cwd names such a path (literally, as
+  `~/...` or `$AGENTX_CACHE_DIR`). Hits are appended at once to a harness-owned log
+  outside the run directory (it survives a timeout or a killed kernel) and kept in the
+  kernel, whose list a harness-owned cell reads after the run; the harness takes both.
+  NOT caught: native code that bypasses audit events (ctypes into libc, extensions that
+  open files themselves: duckdb's or pyarrow's CSV readers, `np.fromfile`), a subprocess
+  whose command line does not name the path (a script reading `$AGENTX_CACHE_DIR`
+  itself: the child has no hook), probes without opening (`os.stat`, `os.path.exists`),
+  and code that sabotages the hook's list and log from inside the same process. It is a
+  tripwire for mistakes and naive label hunting, not a security boundary: untrusted
+  code needs a container without the harness's files mounted.
+- crash / timeout / memory / died: the kernel's own status (tools/sandbox.py).
+- missing_file, format, duplicate_rows, missing_rows, nan, constant: the prediction files,
+  checked in tools/scoring.py (`constant`: scores with near-zero spread on a split).
+- misaligned: the harness-owned REPORT cell calls the returned model's `predict()` on the
+  first rows of the run's test.csv (the latency batch) and sends back those scores with
+  their row ids; they must match what the entrypoint wrote for the same ids
+  (`tools.scoring.check_alignment`: a max abs difference over 1e-3 when predict() is
+  deterministic; a rank correlation far below predict()'s own run-to-run agreement when
+  it is not). A model without a working predict() skips this check; the evaluator's
+  latency guardrail then has no measurement and vetoes.
 """
 
 from __future__ import annotations
@@ -11,6 +45,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import os
 import sys
 import time
 import uuid
@@ -22,13 +57,88 @@ from agentx.paths import state_dir
 from agentx.workspace import Manifest
 from tools.pool import KernelPool
 from tools.sandbox import ExecutionResult, Sandbox
-from tools.scoring import InvalidPredictions, auc, popularity_scores, score_run
+from tools.scoring import InvalidPredictions, auc, check_alignment, popularity_scores, score_run
 from tools.splits import Splits, materialise, prepare_splits
 
 # Kernel status -> the failure kind lessons and reports use.
 FAILURE_KIND = {"error": "crash", "timeout": "timeout", "memory": "memory", "died": "died"}
 
-BOOT = """\
+# Harness-owned, first in the kernel: the audit hook (see the module docstring). It must never
+# raise: an exception from an audit hook aborts the operation that raised the event.
+AUDIT_HOOK = r"""
+def _agentx_install_audit(log_path, watched, allowed, needles, limit=200):
+    import json, os, sys, threading
+    log = open(log_path, "a", buffering=1, encoding="utf-8")   # opened before the hook exists
+    hits, state, sep = [], threading.local(), os.sep
+    watched, allowed, needles = tuple(watched), tuple(allowed), tuple(needles)
+    libraries = tuple({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+                      | {sys.prefix, sys.base_prefix, sys.exec_prefix})
+    path_args = {"open": (0,), "os.listdir": (0,), "os.scandir": (0,), "os.chdir": (0,), "glob.glob": (0,),
+                 "glob.glob/2": (0, 2), "os.symlink": (0, 1), "os.link": (0, 1), "os.rename": (0, 1),
+                 "os.truncate": (0,), "os.remove": (0,), "shutil.copyfile": (0, 1), "shutil.copytree": (0, 1),
+                 "shutil.rmtree": (0,)}
+    command_args = {"subprocess.Popen": (0, 1, 2), "os.system": (0,), "os.exec": (0, 1),
+                    "os.posix_spawn": (0, 1), "os.spawn": (1, 2)}
+
+    def depth(path, prefixes):   # the longest prefix that covers path (-1: none); the deepest rule wins
+        return max((len(p) for p in prefixes if path == p or path.startswith(p + sep)), default=-1)
+
+    def touched(raw):
+        if raw is None or isinstance(raw, int):
+            return None
+        try:
+            path = os.path.abspath(os.fsdecode(raw))
+            inside = depth(path, watched)
+            if inside > depth(path, allowed):
+                return path
+            if inside >= 0 or depth(path, libraries) >= 0:
+                return None
+            real = os.path.realpath(path)
+        except (TypeError, ValueError, OSError):
+            return None
+        return real if real != path and depth(real, watched) > depth(real, allowed) else None
+
+    def words(value):
+        if isinstance(value, (str, bytes, os.PathLike)):
+            try:
+                yield os.fsdecode(value)
+            except (TypeError, ValueError):
+                pass
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                yield from words(item)
+
+    def record(event, what):
+        if len(hits) < limit:
+            hits.append({"event": event, "path": what})
+            try:
+                log.write(json.dumps({"event": event, "path": what}) + "\n")
+            except (OSError, ValueError):
+                pass
+
+    def hook(event, args):
+        if (event not in path_args and event not in command_args) or getattr(state, "busy", False):
+            return
+        state.busy = True
+        try:
+            if event in path_args:
+                for i in path_args[event]:
+                    if i < len(args) and (found := touched(args[i])):
+                        record(event, found)
+            else:
+                text = " ".join(w for i in command_args[event] if i < len(args) for w in words(args[i]))
+                if any(n in text for n in needles):
+                    record(event, text[:300])
+        finally:
+            state.busy = False
+
+    sys.addaudithook(hook)
+    return lambda: json.dumps(hits)
+"""
+
+BOOT = """
+_agentx_audit = _agentx_install_audit({log!r}, {watched!r}, {allowed!r}, {needles!r})
+del _agentx_install_audit
 import importlib, os, sys, time
 sys.path.insert(0, os.getcwd())
 _agentx_t0 = time.perf_counter()
@@ -36,26 +146,36 @@ _agentx_model = getattr(importlib.import_module({module!r}), {function!r})({run_
 _agentx_train_s = time.perf_counter() - _agentx_t0
 """
 
+AUDIT_READ = "_agentx_audit()"
+
 # Harness-owned measurement in the kernel: parameter count and inference latency of the
 # trained model on a fixed batch of the run's own test rows.
 REPORT = """\
-def _agentx_report(model, batch_csv, repeats=30, rows=256):
+def _agentx_report(model, batch_csv, id_column, repeats=30, rows=256):
     import json, time
     out = {{"train_seconds": _agentx_train_s, "num_params": getattr(model, "num_params", None),
            "device": str(getattr(model, "device", "cpu")), "p95_latency_ms": None}}
     predict = getattr(model, "predict", None)
     if callable(predict):
+        import numpy as np
         import pandas as pd
         batch = pd.read_csv(batch_csv).head(rows)
-        for _ in range(3):
+        first = predict(batch)
+        for _ in range(2):
             predict(batch)
         times = []
         for _ in range(repeats):
-            t = time.perf_counter(); predict(batch); times.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter(); last = predict(batch); times.append((time.perf_counter() - t) * 1000)
         times.sort()
         out["p95_latency_ms"] = times[min(len(times) - 1, int(0.95 * len(times)))]
+        try:   # the scores predict() gives these rows: the harness compares them with the files
+            out["check"] = {{"ids": batch[id_column].tolist(),
+                            "first": np.asarray(first, dtype=float).ravel().tolist(),
+                            "last": np.asarray(last, dtype=float).ravel().tolist()}}
+        except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+            out["check_error"] = repr(exc)[:300]
     return json.dumps(out)
-_agentx_report(_agentx_model, {batch_csv!r})
+_agentx_report(_agentx_model, {batch_csv!r}, {id_column!r})
 """
 
 
@@ -77,6 +197,42 @@ class RunOutcome:
 
     def metric(self, split: str, name: str) -> float | None:
         return self.metrics.get((split, name))
+
+
+@dataclass(frozen=True)
+class AuditSpec:
+    """The audit hook's settings for one run: its log file and the path prefixes it judges."""
+
+    log: Path
+    watched: list[str]
+    allowed: list[str]
+    needles: list[str]
+
+
+def _kernel_json(result_text: str | None):
+    """The JSON string a harness cell returned (its repr), or None when it is not one: the
+    workspace's code shares the kernel and may have broken what the cell relies on."""
+    try:
+        return json.loads(ast.literal_eval(result_text)) if result_text else None
+    except (ValueError, SyntaxError, TypeError):
+        return None
+
+
+def _read_audit(box: Sandbox, log: Path) -> list[dict]:
+    """The hook's hits: the kernel's own list (when it is still alive) and the log it appended to."""
+    hits: list = []
+    if box.alive:
+        seen = box.execute(AUDIT_READ, timeout_s=10)
+        if seen.ok and isinstance(listed := _kernel_json(seen.result_text), list):
+            hits += listed
+    if log.is_file():
+        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                hits.append(json.loads(line))
+            except json.JSONDecodeError:   # a line cut short when the kernel was killed mid-write
+                continue
+    unique = dict.fromkeys((str(h.get("event")), str(h.get("path"))) for h in hits if isinstance(h, dict))
+    return [{"event": event, "path": path} for event, path in unique]
 
 
 def protected_digest(root: Path, rules: list[str]) -> dict[str, str]:
@@ -155,46 +311,76 @@ class Harness:
         reference = protected_digest(self.workspace, rules)
         self.progress(f"{run_id}: {arm} {tier} seed {seed} in a fresh kernel")
 
-        result, report = self._execute(checkout, run_dir, tier_spec.timeout_s)
+        audit = self._audit_spec(run_id, run_dir, Path(checkout))
+        result, report, touched = self._execute(checkout, run_dir, tier_spec.timeout_s, audit)
         # The checkout must match the base after the run (neither the branch nor the kernel may
         # change a protected path), and the base itself must be untouched.
         tampered = sorted(set(_changed(reference, protected_digest(checkout, rules)))
                           | set(_changed(reference, protected_digest(self.workspace, rules))))
-        outcome = self._judge(run_id, run_dir, result, report, tampered, tier)
+        outcome = self._judge(run_id, run_dir, result, report, tampered, touched, tier)
         outcome = RunOutcome(**{**outcome.__dict__, "wall_s": time.perf_counter() - started,
                                 "kernel_start_s": report.get("kernel_start_s", 0.0),
                                 "exec_s": result.duration_s})
         self._record(outcome, report)
         return outcome
 
-    def _execute(self, checkout: Path, run_dir: Path, timeout_s: float) -> tuple[ExecutionResult, dict]:
+    def _audit_spec(self, run_id: str, run_dir: Path, checkout: Path) -> AuditSpec:
+        """What the kernel's audit hook watches: every harness-owned path a run has no business in."""
+        state = state_dir(self.workspace)
+        watched = [self.cache, self.splits.root, self.splits.root.parent, state / "runs", state / "audit"]
+        kb_path = getattr(self.kb, "path", None)
+        if kb_path and kb_path != ":memory:":
+            watched += [Path(kb_path), Path(f"{kb_path}.wal")]
+        log = state / "audit" / f"{run_id}.jsonl"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        forms = sorted({form for p in watched for form in (os.path.abspath(p), os.path.realpath(p))})
+        home = os.path.expanduser("~")
+        needles = forms + ["~" + f[len(home):] for f in forms if f.startswith(home + os.sep)]
+        needles += ["$AGENTX_CACHE_DIR", "${AGENTX_CACHE_DIR}"]
+        allowed = sorted({form for p in (run_dir, checkout) for form in (os.path.abspath(p), os.path.realpath(p))})
+        return AuditSpec(log, forms, allowed, needles)
+
+    def _execute(self, checkout: Path, run_dir: Path, timeout_s: float,
+                 audit: AuditSpec) -> tuple[ExecutionResult, dict, list[dict]]:
         module, function = self.manifest.train.module, self.manifest.train.function
-        deadline = time.perf_counter() + timeout_s
         if self.pool is not None:
             box, kernel_start_s = self.pool.take(checkout)
         else:
             box = Sandbox(checkout, python=self.python, extra_env=self.extra_env, memory_limit_mb=self.memory_limit_mb)
             kernel_start_s = box.start()
+        # The tier's timeout is for the workspace's code: waiting for a kernel (a warm one still
+        # importing its libraries on a busy machine) must not eat into it.
+        deadline = time.perf_counter() + timeout_s
         with box:
-            result = box.execute(BOOT.format(module=module, function=function, run_dir=str(run_dir)),
-                                 timeout_s=max(1.0, deadline - time.perf_counter()))
+            boot = AUDIT_HOOK + BOOT.format(log=str(audit.log), watched=audit.watched, allowed=audit.allowed,
+                                            needles=audit.needles, module=module, function=function,
+                                            run_dir=str(run_dir))
+            result = box.execute(boot, timeout_s=max(1.0, deadline - time.perf_counter()))
             report: dict = {"kernel_start_s": kernel_start_s}
             if result.ok:
-                measured = box.execute(REPORT.format(batch_csv=str(run_dir / "test.csv")), timeout_s=60)
-                if measured.ok and measured.result_text:
-                    report.update(json.loads(ast.literal_eval(measured.result_text)))
+                measured = box.execute(REPORT.format(batch_csv=str(run_dir / "test.csv"),
+                                                     id_column=self.manifest.data.id_column), timeout_s=60)
+                if measured.ok and isinstance(measured_json := _kernel_json(measured.result_text), dict):
+                    report.update(measured_json)
+            touched = _read_audit(box, audit.log)
         (run_dir / "kernel.log").write_text(result.stdout + result.stderr + (result.traceback or ""))
-        return result, report
+        return result, report, touched
 
     def _judge(self, run_id: str, run_dir: Path, result: ExecutionResult, report: dict,
-               tampered: list[str], tier: str) -> RunOutcome:
+               tampered: list[str], touched: list[dict], tier: str) -> RunOutcome:
         if tampered:
             return RunOutcome(run_id, "invalid", "tamper", "protected paths changed: " + ", ".join(tampered))
+        if touched:
+            shown = "; ".join(f"{hit['event']} {hit['path']}" for hit in touched[:8])
+            return RunOutcome(run_id, "invalid", "leak", f"the run's code touched {len(touched)} harness-owned "
+                              f"path(s) (labels, other runs, the KB): {shown}")
         if not result.ok:
             detail = "\n".join(filter(None, [result.detail, result.traceback or result.stderr]))[-2000:]
             return RunOutcome(run_id, result.status, FAILURE_KIND[result.status], detail)
         try:
-            metrics = score_run(self.splits, run_dir, [self.manifest.metric.primary, *self.manifest.metric.secondary])
+            metrics = score_run(self.splits, run_dir, [self.manifest.metric.primary, *self.manifest.metric.secondary],
+                                reject_constant=True)
+            check_alignment(run_dir, self.splits.id_column, report.get("check"))
         except InvalidPredictions as exc:
             return RunOutcome(run_id, "invalid", exc.kind, exc.detail)
         if getattr(self.manifest.tiers, tier).eval_rows is None:   # a reference only on the whole slice

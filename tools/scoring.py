@@ -3,11 +3,15 @@
 The kernel writes `predictions/<split>.csv` (id, score); this module joins them to labels
 the kernel never saw and computes AUC and logloss. A prediction file that is missing, has
 missing, duplicate or unknown ids, NaNs, or scores outside [0, 1] makes the run invalid:
-an `InvalidPredictions` with the reason, never a number.
+an `InvalidPredictions` with the reason, never a number. So do scores that are (nearly) the
+same for every row of a split (`constant`: nothing was learned or a placeholder was
+written), and a prediction file whose scores do not belong to their ids (`misaligned`:
+`check_alignment` compares it with what the model's own predict() gives those rows).
 """
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +21,9 @@ import numpy as np
 from tools.splits import EVAL_SPLITS, Splits, _csv, _quote
 
 EPS = 1e-7
+CONSTANT_STD = 1e-6        # scores with a smaller standard deviation on a split are "constant"
+ALIGN_ABS_TOL = 1e-3       # file vs predict(): largest absolute difference still "the same score"
+ALIGN_RANK_MARGIN = 0.1    # for a noisy predict(): how far below its own agreement the file may fall
 
 
 class InvalidPredictions(ValueError):
@@ -91,7 +98,7 @@ def join_predictions(splits: Splits, run_dir: Path, split: str) -> Labelled:
             "ORDER BY t.id").fetchnumpy().values()
     except duckdb.Error as exc:
         raise InvalidPredictions("format", f"predictions/{split}.csv: unusable scores ({exc})") from None
-    scores = np.asarray(scores, dtype=float)
+    scores = np.ma.filled(np.ma.asarray(scores, dtype=float), np.nan)   # an empty cell (NULL) is a NaN
     bad = ~np.isfinite(scores)
     if bad.any():
         raise InvalidPredictions("nan", f"{int(bad.sum())} scores in predictions/{split}.csv are NaN, "
@@ -102,14 +109,79 @@ def join_predictions(splits: Splits, run_dir: Path, split: str) -> Labelled:
     return Labelled(np.asarray(ids), np.asarray(labels, dtype=float), scores)
 
 
-def score_run(splits: Splits, run_dir: Path, metrics: list[str]) -> dict[tuple[str, str], float]:
-    """{(split, metric): value} for valid and test, or InvalidPredictions."""
+def score_run(splits: Splits, run_dir: Path, metrics: list[str], *,
+              reject_constant: bool = False) -> dict[tuple[str, str], float]:
+    """{(split, metric): value} for valid and test, or InvalidPredictions. The harness passes
+    `reject_constant`: a split scored with one value for every row is then invalid too."""
     scored = {}
     for split in EVAL_SPLITS:
         joined = join_predictions(splits, run_dir, split)
+        spread = float(np.std(joined.scores)) if len(joined.scores) > 1 else float("inf")
+        if reject_constant and spread < CONSTANT_STD:
+            raise InvalidPredictions("constant", f"predictions/{split}.csv gives every one of its "
+                                     f"{len(joined.scores)} rows the same score ({joined.scores[0]:.6g}; "
+                                     f"standard deviation {spread:.2g} < {CONSTANT_STD:g})")
         for name in metrics:
             scored[(split, name)] = METRICS[name](joined.labels, joined.scores)
     return scored
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = (np.argsort(np.argsort(x, kind="mergesort"), kind="mergesort").astype(float) for x in (a, b))
+    if ra.std() == 0 or rb.std() == 0:
+        return 1.0 if np.array_equal(a, b) else 0.0
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def check_alignment(run_dir: Path, id_column: str, check: dict | None, split: str = "test") -> None:
+    """Raise InvalidPredictions('misaligned') when predictions/<split>.csv disagrees with predict().
+
+    `check` is what the harness-owned REPORT cell measured in the kernel: row ids of a batch
+    of the split's rows and the scores the returned model's predict() gave them in two calls
+    ("first", "last"). Rows absent from the file are left to the missing-rows check. When
+    predict() is deterministic (its two calls agree within ALIGN_ABS_TOL), any file score
+    further than ALIGN_ABS_TOL from predict()'s is a mismatch. When it is not (dropout left
+    on, GPU non-determinism beyond the tolerance), the file must rank the rows about as well
+    as predict() agrees with itself (Spearman within ALIGN_RANK_MARGIN). Without a check
+    (no predict(), or it failed) there is nothing to compare and nothing is raised.
+    """
+    if not isinstance(check, dict) or not isinstance(check.get("ids"), list) or not check["ids"]:
+        return
+    with open(run_dir / "predictions" / f"{split}.csv", newline="") as f:
+        written = {row[id_column]: row["score"] for row in csv.DictReader(f)}
+    ids, first, last = check["ids"], check.get("first") or [], check.get("last") or []
+    if not (len(ids) == len(first) == len(last)):
+        raise InvalidPredictions("misaligned", f"predict() returned {len(first)} scores for {len(ids)} rows")
+    keep = [i for i, row_id in enumerate(ids) if str(row_id) in written]
+    if len(keep) < 2:
+        return
+    texts = [written[str(ids[i])].strip() for i in keep]
+    file_scores = np.asarray([float(t) for t in texts])
+    # a file may round its scores ("%.2f"): a difference within the rounding is no mismatch
+    rounding = max(0.5 * 10.0 ** -len(t.partition(".")[2]) if "e" not in t.lower() else 0.0 for t in texts)
+    first_a, last_a = np.asarray(first, dtype=float)[keep], np.asarray(last, dtype=float)[keep]
+    if not (np.isfinite(first_a).all() and np.isfinite(last_a).all()):
+        raise InvalidPredictions("misaligned", "predict() gives non-finite scores for rows whose written "
+                                 f"scores in predictions/{split}.csv are finite")
+    noise = float(np.max(np.abs(first_a - last_a)))
+    diff = np.abs(file_scores - first_a)
+    if noise <= ALIGN_ABS_TOL:
+        tolerance = ALIGN_ABS_TOL + rounding
+        bad = diff > tolerance
+        if bad.any():
+            where = int(np.argmax(diff))
+            raise InvalidPredictions(
+                "misaligned", f"{int(bad.sum())} of {len(keep)} checked rows of predictions/{split}.csv differ from "
+                f"the model's predict() by more than {tolerance:g} (max {diff[where]:.4g}: row "
+                f"{ids[keep[where]]} written {file_scores[where]:.6g}, predict() {first_a[where]:.6g}); scores and "
+                "ids are out of step, or the file was not written by the model main() returned")
+        return
+    agree, own = _spearman(file_scores, first_a), _spearman(first_a, last_a)
+    if agree < min(0.99, own - ALIGN_RANK_MARGIN):
+        raise InvalidPredictions(
+            "misaligned", f"predictions/{split}.csv ranks {len(keep)} checked rows with Spearman {agree:.3f} "
+            f"against the model's predict(), which agrees with itself at {own:.3f} (predict() is not "
+            f"deterministic: calls differ by up to {noise:.3g}); scores and ids are out of step")
 
 
 def users_of(splits: Splits, ids: np.ndarray, user_column: str, split: str = "test") -> np.ndarray:
