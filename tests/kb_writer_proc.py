@@ -2,7 +2,7 @@
 
     python tests/kb_writer_proc.py <kb_path> <writer_name> <seconds>
 
-Until <seconds> have passed it logs events, and every fifth round a run with metrics in a
+Until <seconds> have passed it logs events, and every fifth round (the first included) a run with metrics in a
 session; each row is counted only after its call returned (committed). At the end it
 prints one JSON line: {"writer", "events", "runs", "metrics", "max_wait_s"}. Any error
 (for instance KnowledgeBaseLocked) propagates and the exit status is non-zero.
@@ -27,7 +27,7 @@ def main(kb_path: str, writer: str, seconds: float) -> None:
     i = 0
     while time.monotonic() < deadline:
         started = time.monotonic()
-        if i % 5 == 4:
+        if i % 5 == 0:                  # a run first, so even a starved writer has both kinds
             with kb.session() as s:
                 run_id = s.add_run(arm="baseline", device=writer, seed=i)
                 s.add_metrics(run_id, "valid", {"auc": 0.5 + i * 1e-6, "logloss": 0.69})
