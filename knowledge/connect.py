@@ -39,6 +39,12 @@ def is_lock_conflict(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.IOException) and _LOCK_MESSAGE in str(exc)
 
 
+def is_handle_race(exc: BaseException) -> bool:
+    """Two threads of one process opening and closing the same file at once: DuckDB's
+    instance cache briefly refuses to attach it again ('Unique file handle conflict')."""
+    return isinstance(exc, duckdb.Error) and "Unique file handle conflict" in str(exc)
+
+
 def lock_holder(exc: BaseException) -> str | None:
     """'<program> (PID <n>)' from DuckDB's lock error, or None when it does not say."""
     match = _HOLDER.search(str(exc))
@@ -54,8 +60,8 @@ def connect_with_retry(path: str, timeout_s: float, *,
     while True:
         try:
             return duckdb.connect(path)
-        except duckdb.IOException as exc:
-            if not is_lock_conflict(exc):
+        except duckdb.Error as exc:
+            if not (is_lock_conflict(exc) or is_handle_race(exc)):
                 raise
             waited = clock() - start
             if waited >= timeout_s:
