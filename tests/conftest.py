@@ -103,3 +103,12 @@ def tiny_template(tmp_path):
     (root / "data.py").write_text(textwrap.dedent(TINY_DATA))
     (root / "train.py").write_text(textwrap.dedent(TINY_TRAIN))
     return root
+
+
+def wrap_main(body: str) -> str:
+    """Patch train.main so that `body` runs after the honest training (run_dir is in scope)."""
+    return ("_honest_main = main\n"
+            "def main(run_dir):\n"
+            "    model = _honest_main(run_dir)\n"
+            + "".join(f"    {line}\n" for line in body.strip().splitlines())
+            + "    return model\n")

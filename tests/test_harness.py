@@ -7,6 +7,7 @@ import time
 import pytest
 
 from agentx.workspace import load_manifest
+from tests.conftest import wrap_main
 from knowledge import KnowledgeBase
 from tools.harness import Harness
 
@@ -27,15 +28,6 @@ def setup(tiny_template, tmp_path):
         return path
 
     return harness, kb, checkout
-
-
-def wrap_main(body: str) -> str:
-    """Patch train.main so that `body` runs after the honest training."""
-    return ("_honest_main = main\n"
-            "def main(run_dir):\n"
-            "    model = _honest_main(run_dir)\n"
-            + "".join(f"    {line}\n" for line in body.strip().splitlines())
-            + "    return model\n")
 
 
 def test_honest_run_is_scored_and_recorded(setup):

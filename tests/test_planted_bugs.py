@@ -16,7 +16,7 @@ import pytest
 
 from agentx.workspace import load_manifest
 from knowledge import KnowledgeBase
-from tests.conftest import SHARED_CACHE
+from tests.conftest import SHARED_CACHE, wrap_main
 from tools.git_repo import WorkspaceRepo, resolve_template
 from tools.harness import Harness
 from tools.planted import BUGS, PlantError, get_bug, plant
@@ -30,15 +30,6 @@ MEMORY_CAP_MB = 1536          # the honest micro kernel needs ~700 MB; a blow-up
 def with_timeout(manifest, tier: str, seconds: float):
     spec = getattr(manifest.tiers, tier).model_copy(update={"timeout_s": seconds})
     return manifest.model_copy(update={"tiers": manifest.tiers.model_copy(update={tier: spec})})
-
-
-def wrap_main(body: str) -> str:
-    """Patch train.main so that `body` runs after the honest training (run_dir is in scope)."""
-    return ("_honest_main = main\n"
-            "def main(run_dir):\n"
-            "    model = _honest_main(run_dir)\n"
-            + "".join(f"    {line}\n" for line in body.strip().splitlines())
-            + "    return model\n")
 
 
 # -- the detectors on the tiny workspace (about a second per run) ---------------------------
