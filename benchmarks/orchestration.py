@@ -12,6 +12,7 @@ what is left: orchestration overhead. Target: overhead <= 10 % of wall time.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -47,16 +48,27 @@ def main() -> None:
             SELECT e.id, e.title, epoch(r.ts) - epoch(e.created_at) AS wall_s,
                    (SELECT coalesce(sum(exec_s), 0) FROM runs WHERE experiment_id = e.id) AS exec_s,
                    (SELECT coalesce(sum(kernel_start_s), 0) FROM runs WHERE experiment_id = e.id) AS start_s,
-                   (SELECT count(*) FROM runs WHERE experiment_id = e.id) AS n_runs
+                   (SELECT count(*) FROM runs WHERE experiment_id = e.id) AS n_runs,
+                   (SELECT list(id) FROM runs WHERE experiment_id = e.id) AS run_ids
             FROM experiments e JOIN events r ON r.experiment_id = e.id AND r.kind = 'experiment_recorded'
             ORDER BY e.id""")
+        phases_of = {}
+        for event in ws.kb.events("run_finished"):
+            payload = event["payload"] if isinstance(event["payload"], dict) else json.loads(event["payload"])
+            phases_of[payload["run_id"]] = payload.get("phases") or {}
+        ws.close()
+    names = ("materialise", "protect", "score", "kb")
     print(f"{'experiment':<11}{'runs':>5}{'wall s':>9}{'kernel exec s':>15}{'kernel start s':>16}"
           f"{'overhead s':>12}{'share':>8}  title")
-    shares, shares_with_start = [], []
+    shares, shares_with_start, breakdown = [], [], []
     for r in rows:
         overhead = r["wall_s"] - r["exec_s"]
         shares.append(overhead / r["wall_s"])
         shares_with_start.append((overhead - r["start_s"]) / r["wall_s"])
+        harness = {n: sum(phases_of.get(run, {}).get(n, 0.0) for run in r["run_ids"]) for n in names}
+        breakdown.append({"kernel start": r["start_s"], **{f"harness {n}": v for n, v in harness.items()},
+                          "loop (graph, git, judgement, KB)": overhead - r["start_s"] - sum(harness.values()),
+                          "_wall": r["wall_s"]})
         print(f"{r['id']:<11}{r['n_runs']:>5}{r['wall_s']:>9.1f}{r['exec_s']:>15.1f}{r['start_s']:>16.1f}"
               f"{overhead:>12.1f}{100 * overhead / r['wall_s']:>7.1f}%  {r['title']}")
     median = statistics.median(shares)
@@ -64,7 +76,13 @@ def main() -> None:
           f"{len(rows)} experiments; target <= 10%: {'met' if median <= 0.10 else 'MISSED'}")
     print(f"  of which kernel start-up is {100 * (median - statistics.median(shares_with_start)):.1f} points; "
           f"without it the overhead is {100 * statistics.median(shares_with_start):.1f}%")
-
+    print("where the overhead goes (median over experiments, seconds and share of wall time):")
+    for part in [k for k in breakdown[0] if not k.startswith("_")] if breakdown else []:
+        seconds = statistics.median(b[part] for b in breakdown)
+        share = statistics.median(b[part] / b["_wall"] for b in breakdown)
+        print(f"  {part:<34}{seconds:>7.2f} s {100 * share:>6.1f}%")
+    print(json.dumps({"experiments": len(rows), "overhead_share_median": round(median, 4),
+                      "without_kernel_start": round(statistics.median(shares_with_start), 4)}))
 
 if __name__ == "__main__":
     main()

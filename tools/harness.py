@@ -8,7 +8,9 @@ predictions are complete and finite, and the metrics themselves.
 Detectors, in the order `_judge` applies them (the first that fires names the failure):
 
 - tamper: a protected path (data module, manifest, ...) differs from the base, hashed
-  before and after the run, in the checkout and in the base workspace.
+  before and after the run, in the checkout and in the base workspace; or the run changed
+  the valid/test rows it was given (compared with the harness's cached copy), which would
+  let it choose the rows it is scored on.
 - leak: before any workspace code runs, the BOOT cell installs a Python audit hook
   (`sys.addaudithook`: it cannot be removed). It records `open` (also `os.open`, pathlib
   and pandas reads), `os.listdir`, `os.scandir` (`os.walk`, `Path.rglob`), `glob.glob`,
@@ -43,6 +45,7 @@ Detectors, in the order `_judge` applies them (the first that fires names the fa
 from __future__ import annotations
 
 import ast
+import filecmp
 import hashlib
 import json
 import os
@@ -58,7 +61,7 @@ from agentx.workspace import Manifest
 from tools.pool import KernelPool
 from tools.sandbox import ExecutionResult, Sandbox
 from tools.scoring import InvalidPredictions, auc, check_alignment, popularity_scores, score_run
-from tools.splits import Splits, materialise, prepare_splits
+from tools.splits import EVAL_SPLITS, Splits, materialise, prepare_splits, tier_rows
 
 # Kernel status -> the failure kind lessons and reports use.
 FAILURE_KIND = {"error": "crash", "timeout": "timeout", "memory": "memory", "died": "died"}
@@ -218,11 +221,12 @@ def _kernel_json(result_text: str | None):
         return None
 
 
-def _read_audit(box: Sandbox, log: Path) -> list[dict]:
+def _read_audit(box: Sandbox, log: Path, report: dict) -> list[dict]:
     """The hook's hits: the kernel's own list (when it is still alive) and the log it appended to."""
     hits: list = []
     if box.alive:
         seen = box.execute(AUDIT_READ, timeout_s=10)
+        report["exec_s"] = report.get("exec_s", 0.0) + seen.duration_s
         if seen.ok and isinstance(listed := _kernel_json(seen.result_text), list):
             hits += listed
     if log.is_file():
@@ -267,6 +271,7 @@ class Harness:
         self.memory_limit_mb = memory_limit_mb
         self.progress = progress
         self._splits: Splits | None = None
+        self._popularity: dict[str, float] = {}
         # Warm kernels (tools/pool.py): start-up and library imports happen before a run needs them.
         self.pool = KernelPool(python=python, extra_env=self.extra_env, memory_limit_mb=memory_limit_mb,
                                preload=manifest.train.preload) if warm_kernels else None
@@ -300,28 +305,47 @@ class Harness:
             self.progress(f"reusing run {found.run_id} ({arm}, {tier}, seed {seed})")
             return found
         started = time.perf_counter()
+        phases: dict[str, float] = {}   # where the harness's own time goes (the orchestration benchmark)
+
+        def lap(name: str, since: float) -> float:
+            now = time.perf_counter()
+            phases[name] = round(phases.get(name, 0.0) + now - since, 4)
+            return now
+
         tier_spec = getattr(self.manifest.tiers, tier)
         run_id = f"R-{uuid.uuid4().hex[:10]}"
         run_dir = state_dir(self.workspace) / "runs" / run_id
         splits = self.splits
         materialise(splits, run_dir, tier, tier_spec, seed, run_id)
+        t = lap("materialise", started)
         self.kb.add_run(id=run_id, experiment_id=experiment_id, arm=arm, commit_sha=commit, seed=seed,
                         tier=tier, status="running", run_dir=str(run_dir))
+        t = lap("kb", t)
         rules = self.manifest.paths.protected
         reference = protected_digest(self.workspace, rules)
+        t = lap("protect", t)
         self.progress(f"{run_id}: {arm} {tier} seed {seed} in a fresh kernel")
 
         audit = self._audit_spec(run_id, run_dir, Path(checkout))
         result, report, touched = self._execute(checkout, run_dir, tier_spec.timeout_s, audit)
+        t = lap("kernel", t)
         # The checkout must match the base after the run (neither the branch nor the kernel may
         # change a protected path), and the base itself must be untouched.
         tampered = sorted(set(_changed(reference, protected_digest(checkout, rules)))
                           | set(_changed(reference, protected_digest(self.workspace, rules))))
+        # the rows it was given to score: writing fewer (or other) rows into them would make
+        # the missing-rows check, and every later join, judge a different slice
+        given = tier_rows(splits, tier_spec)
+        tampered += [f"{run_id}/{split}.csv" for split in EVAL_SPLITS
+                     if not (run_dir / f"{split}.csv").is_file()
+                     or not filecmp.cmp(run_dir / f"{split}.csv", given / f"{split}.csv", shallow=False)]
+        t = lap("protect", t)
         outcome = self._judge(run_id, run_dir, result, report, tampered, touched, tier)
+        t = lap("score", t)
         outcome = RunOutcome(**{**outcome.__dict__, "wall_s": time.perf_counter() - started,
                                 "kernel_start_s": report.get("kernel_start_s", 0.0),
-                                "exec_s": result.duration_s})
-        self._record(outcome, report)
+                                "exec_s": report.get("exec_s", result.duration_s)})
+        self._record(outcome, report, phases)
         return outcome
 
     def _audit_spec(self, run_id: str, run_dir: Path, checkout: Path) -> AuditSpec:
@@ -356,13 +380,14 @@ class Harness:
                                             needles=audit.needles, module=module, function=function,
                                             run_dir=str(run_dir))
             result = box.execute(boot, timeout_s=max(1.0, deadline - time.perf_counter()))
-            report: dict = {"kernel_start_s": kernel_start_s}
+            report: dict = {"kernel_start_s": kernel_start_s, "exec_s": result.duration_s}
             if result.ok:
                 measured = box.execute(REPORT.format(batch_csv=str(run_dir / "test.csv"),
                                                      id_column=self.manifest.data.id_column), timeout_s=60)
+                report["exec_s"] += measured.duration_s
                 if measured.ok and isinstance(measured_json := _kernel_json(measured.result_text), dict):
                     report.update(measured_json)
-            touched = _read_audit(box, audit.log)
+            touched = _read_audit(box, audit.log, report)
         (run_dir / "kernel.log").write_text(result.stdout + result.stderr + (result.traceback or ""))
         return result, report, touched
 
@@ -384,21 +409,33 @@ class Harness:
         except InvalidPredictions as exc:
             return RunOutcome(run_id, "invalid", exc.kind, exc.detail)
         if getattr(self.manifest.tiers, tier).eval_rows is None:   # a reference only on the whole slice
-            popular = popularity_scores(self.splits, self.manifest.data.item_column, run_dir)
-            metrics[("test", "popularity_auc")] = auc(popular.labels, popular.scores)
+            metrics[("test", "popularity_auc")] = self._popularity_auc(run_dir)
         for name in ("train_seconds", "num_params", "p95_latency_ms"):
             if isinstance(report.get(name), (int, float)):
                 metrics[("run", name)] = float(report[name])
         return RunOutcome(run_id, "ok", metrics=metrics)
 
-    def _record(self, outcome: RunOutcome, report: dict) -> None:
-        self.kb.finish_run(outcome.run_id, status=outcome.status, failure_kind=outcome.failure_kind,
-                           failure_detail=outcome.failure_detail, kernel_start_s=outcome.kernel_start_s,
-                           exec_s=outcome.exec_s, wall_s=outcome.wall_s, device=report.get("device", "cpu"))
+    def _popularity_auc(self, run_dir: Path) -> float:
+        """The popularity reference on the whole test slice: the same for every run of these
+        splits, so computed once per harness."""
+        key = self.splits.key
+        if key not in self._popularity:
+            popular = popularity_scores(self.splits, self.manifest.data.item_column, run_dir)
+            self._popularity[key] = auc(popular.labels, popular.scores)
+        return self._popularity[key]
+
+    def _record(self, outcome: RunOutcome, report: dict, phases: dict[str, float]) -> None:
+        """The outcome, its metrics and a run_finished event: one KB transaction."""
         by_split: dict[str, dict[str, float]] = {}
         for (split, name), value in outcome.metrics.items():
             by_split.setdefault(split, {})[name] = value
-        for split, values in by_split.items():
-            self.kb.add_metrics(outcome.run_id, split, values)
-        self.kb.log_event("run_finished", {"run_id": outcome.run_id, "status": outcome.status,
-                                           "failure_kind": outcome.failure_kind, "wall_s": outcome.wall_s})
+        with self.kb.session() as kb:
+            kb.finish_run(outcome.run_id, status=outcome.status, failure_kind=outcome.failure_kind,
+                          failure_detail=outcome.failure_detail, kernel_start_s=outcome.kernel_start_s,
+                          exec_s=outcome.exec_s, wall_s=outcome.wall_s, device=report.get("device", "cpu"))
+            for split, values in by_split.items():
+                kb.add_metrics(outcome.run_id, split, values)
+            kb.log_event("run_finished", {"run_id": outcome.run_id, "status": outcome.status,
+                                          "failure_kind": outcome.failure_kind, "wall_s": outcome.wall_s,
+                                          "kernel_start_s": outcome.kernel_start_s, "exec_s": outcome.exec_s,
+                                          "phases": phases})

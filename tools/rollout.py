@@ -276,6 +276,5 @@ class _Group:
             if metric == "logloss":
                 return np.where(total > 0, (w @ self.losses) / total, np.nan)
             if metric == "auc":
-                return np.array([np.mean([s.auc(row) for s in self.sorted]) if t > 0 else np.nan
-                                 for row, t in zip(w, total)])
+                return np.mean([s.auc_many(w) for s in self.sorted], axis=0)
         raise ValueError(f"no rollout guard for metric {metric!r}")

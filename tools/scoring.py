@@ -12,6 +12,7 @@ written), and a prediction file whose scores do not belong to their ids (`misali
 from __future__ import annotations
 
 import csv
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,10 +67,33 @@ METRICS = {"auc": auc, "logloss": logloss}
 
 
 def join_predictions(splits: Splits, run_dir: Path, split: str) -> Labelled:
-    """Labels for exactly the rows the kernel was given, joined to its predictions."""
+    """Labels for exactly the rows the kernel was given, joined to its predictions.
+
+    Remembered for the last few (splits, file, size, mtime): a judgement with one more seed
+    and a rollout join the same finished runs again."""
     pred_path = run_dir / "predictions" / f"{split}.csv"
     if not pred_path.is_file():
         raise InvalidPredictions("missing_file", f"the entrypoint wrote no predictions/{split}.csv")
+    key = (str(splits.root), split, *(_stamp(p) for p in (pred_path, run_dir / f"{split}.csv")))
+    if key in _JOINED:
+        _JOINED.move_to_end(key)
+        return _JOINED[key]
+    joined = _JOINED[key] = _join(splits, run_dir, pred_path, split)
+    while len(_JOINED) > _JOINED_KEPT:
+        _JOINED.popitem(last=False)
+    return joined
+
+
+_JOINED: OrderedDict[tuple, Labelled] = OrderedDict()
+_JOINED_KEPT = 64
+
+
+def _stamp(path: Path) -> tuple[str, int, int]:
+    stat = path.stat() if path.is_file() else None
+    return str(path), stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1
+
+
+def _join(splits: Splits, run_dir: Path, pred_path: Path, split: str) -> Labelled:
     con = duckdb.connect()
     id_col = _quote(splits.id_column)
     try:

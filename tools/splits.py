@@ -3,7 +3,8 @@
 The data module of the *base* checkout writes train/valid/test with labels into a folder
 under the user's cache, keyed by a hash of the module's source; that folder is the
 harness's own and is never handed to a kernel. For each run, `materialise` writes the run
-directory: train rows with labels, valid and test rows without, sampled for the micro tier.
+directory: train rows with labels, valid and test rows without, sampled for the micro tier
+(each tier's rows are written once per splits version and copied into run directories).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import importlib.util
 import json
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,9 +99,29 @@ def _csv(path: Path) -> str:
 
 def materialise(splits: Splits, run_dir: Path, tier_name: str, tier: TierSpec, seed: int,
                 run_id: str) -> dict[str, int]:
-    """Write the run directory a kernel sees; return the row count per split."""
+    """Write the run directory a kernel sees; return the row count per split.
+
+    The rows depend only on the splits and the tier's sizes (the sample is REPEATABLE), so
+    they are written once per (splits, tier) into the harness's own cache and copied into
+    each run directory. A copy, not a link: a run may overwrite its own files, and must not
+    reach the cached ones through them."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "predictions").mkdir(exist_ok=True)
+    cached = tier_rows(splits, tier)
+    for split in SPLITS:
+        shutil.copyfile(cached / f"{split}.csv", run_dir / f"{split}.csv")
+    config = {"run_id": run_id, "seed": seed, "tier": tier_name, "epochs": tier.epochs, "device": "auto"}
+    (run_dir / "run.json").write_text(json.dumps(config, indent=2))
+    return json.loads((cached / "counts.json").read_text())
+
+
+def tier_rows(splits: Splits, tier: TierSpec) -> Path:
+    """The folder with a tier's label-free rows, written on first use (atomically: a
+    concurrent writer's folder wins and ours is dropped)."""
+    folder = splits.root / "tiers" / f"train{tier.train_rows or 'all'}-eval{tier.eval_rows or 'all'}"
+    if (folder / "counts.json").is_file():
+        return folder
+    staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=_mkdir(folder.parent)))
     con = duckdb.connect()
     counts = {}
     for split in SPLITS:
@@ -108,12 +130,20 @@ def materialise(splits: Splits, run_dir: Path, tier_name: str, tier: TierSpec, s
         sample = "" if rows is None else f" USING SAMPLE reservoir({int(rows)} ROWS) REPEATABLE (7)"
         query = (f"SELECT *{drop} FROM (SELECT * FROM {_csv(splits.file(split))}{sample}) "
                  f"ORDER BY {_quote(splits.id_column)}")
-        target = str(run_dir / f"{split}.csv").replace("'", "''")
+        target = str(staging / f"{split}.csv").replace("'", "''")
         con.execute(f"COPY ({query}) TO '{target}' (HEADER, DELIMITER ',')")
-        counts[split] = con.execute(f"SELECT count(*) FROM {_csv(run_dir / f'{split}.csv')}").fetchone()[0]
-    config = {"run_id": run_id, "seed": seed, "tier": tier_name, "epochs": tier.epochs, "device": "auto"}
-    (run_dir / "run.json").write_text(json.dumps(config, indent=2))
-    return counts
+        counts[split] = con.execute(f"SELECT count(*) FROM {_csv(staging / f'{split}.csv')}").fetchone()[0]
+    (staging / "counts.json").write_text(json.dumps(counts))
+    try:
+        staging.rename(folder)
+    except OSError:                      # another process got there first: use theirs
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _quote(column: str) -> str:
