@@ -2,6 +2,7 @@
 
 import csv
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,3 +119,26 @@ def test_popularity_uses_train_click_rates(splits, tmp_path):
     run_dir = run_dir_for(splits, tmp_path)
     pop = popularity_scores(splits, "item_id", run_dir)
     assert len(pop.scores) == 200 and np.all((pop.scores > 0) & (pop.scores < 1))
+
+
+def test_processes_preparing_the_same_splits_at_once_all_get_them(tiny_template, tmp_path):
+    # Each process stages in a folder of its own and the first rename wins; a shared staging
+    # folder let one process delete another's half-written files.
+    import multiprocessing
+
+    from agentx.workspace import load_manifest
+
+    manifest = load_manifest(tiny_template)
+    cache = tmp_path / "cache"
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(4) as pool:
+        roots = pool.starmap(_prepare, [(tiny_template, manifest, cache)] * 4)
+    assert len(set(roots)) == 1 and (Path(roots[0]) / "DONE").is_file()
+    assert sorted(p.name for p in Path(roots[0]).iterdir()) == ["DONE", "test.csv", "train.csv", "valid.csv"]
+    assert [p.name for p in (cache / "splits").iterdir()] == [Path(roots[0]).name]   # no staging left
+
+
+def _prepare(template, manifest, cache):
+    from tools.splits import prepare_splits
+
+    return str(prepare_splits(template, manifest, cache).root)

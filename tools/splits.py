@@ -56,19 +56,28 @@ def prepare_splits(base_checkout: Path, manifest: Manifest, cache: Path) -> Spli
     splits = Splits(root, manifest.data.id_column, manifest.data.label_column)
     if (root / "DONE").is_file():
         return splits
-    staging = root.with_name(root.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    # A staging folder of our own: another process may be preparing the same splits; the
+    # first to finish renames its folder into place and the others drop theirs.
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=root.name + ".", suffix=".partial", dir=root.parent))
     try:
-        _load_module(module_path, digest).prepare(cache / "datasets", staging)
-    except DataError:
-        raise
-    except Exception as exc:  # the workspace's own code: say whose error it is, keep the cause
-        raise DataError(f"the data module {module_path} failed: {type(exc).__name__}: {exc}") from exc
-    _check_written(Splits(staging, splits.id_column, splits.label_column))
-    (staging / "DONE").write_text(json.dumps({"module": str(module_path), "sha": digest}))
-    shutil.rmtree(root, ignore_errors=True)
-    staging.rename(root)
+        try:
+            _load_module(module_path, digest).prepare(cache / "datasets", staging)
+        except DataError:
+            raise
+        except Exception as exc:  # the workspace's own code: say whose error it is, keep the cause
+            raise DataError(f"the data module {module_path} failed: {type(exc).__name__}: {exc}") from exc
+        _check_written(Splits(staging, splits.id_column, splits.label_column))
+        (staging / "DONE").write_text(json.dumps({"module": str(module_path), "sha": digest}))
+        try:
+            staging.rename(root)                         # atomic: a folder with DONE, or none
+        except OSError:
+            if not (root / "DONE").is_file():
+                raise DataError(f"{root} exists but is incomplete (no DONE file); delete it and run "
+                                "again") from None
+            # another process renamed its folder first: use theirs
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return splits
 
 
