@@ -5,9 +5,11 @@ Judgement is statistics, not a brain: the same seeds train both arms at the full
 effect and its 95 % interval come from `tools.stats.paired_effect` (seeds x users
 bootstrap), and the decision follows fixed rules:
 
-    vetoed        a treatment run failed (crash, nan, tamper, ...) or a guardrail is breached
+    vetoed        a treatment run failed (crash, nan, tamper, ...), or a guardrail is breached
+                  by a treatment that is not a clear loss
+    reject        CI upper bound below zero (the treatment is worse; breached guardrails are
+                  still listed in the verdict)
     ship          CI lower bound above the manifest's minimum effect (in the good direction)
-    reject        CI upper bound below zero (the treatment is worse)
     inconclusive  anything else, after adding seeds up to `max_seeds`
 
 Validation (what the search optimises) is reported next to the test effect; only the test
@@ -127,12 +129,13 @@ def judge(ws, pairs, settings: EvalSettings) -> Verdict:
     sign, floor = metric.sign, ws.manifest.metric.min_effect
     low, high = sorted((sign * effect.ci_low, sign * effect.ci_high))   # in "bigger is better" units
     breached = [g["name"] for g in guardrails if not g["ok"]]
-    if breached:
+    if high < 0:      # a clear loss is a reject whatever else it breaks (the breaches are listed)
+        decision, why = "reject", f"95% CI upper bound {high:+.4f} is below zero" + \
+            (f"; guardrails breached too: {', '.join(breached)}" if breached else "")
+    elif breached:
         decision, why = "vetoed", "guardrails breached: " + ", ".join(breached)
     elif low > floor:
         decision, why = "ship", f"95% CI lower bound {low:+.4f} is above the minimum effect {floor}"
-    elif high < 0:
-        decision, why = "reject", f"95% CI upper bound {high:+.4f} is below zero"
     else:
         decision, why = "inconclusive", f"95% CI [{low:+.4f}, {high:+.4f}] neither clears {floor} nor excludes 0"
     return Verdict(decision, metric.primary, settings.tier, effect.control, effect.treatment, effect.delta,

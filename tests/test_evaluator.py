@@ -13,6 +13,11 @@ from fake_llm import FakeChatModel
 from test_graph import BETTER_TRAIN, llm_context, proposal
 from tools.git_repo import WorkspaceRepo
 
+# The tiny data's item effect is strong: scoring items backwards is a clear loss at 2 seeds.
+BACKWARDS_TRAIN = TINY_TRAIN.replace("return self.rates.get(item, self.prior)",
+                                     "return 1 - self.rates.get(item, self.prior)")
+assert BACKWARDS_TRAIN != TINY_TRAIN
+
 
 def tiny_workspace(tiny_template, tmp_path, guardrails: str = ""):
     if guardrails:
@@ -49,6 +54,14 @@ def test_a_latency_limit_below_the_measured_p95_vetoes_and_names_the_guardrail(t
         assert lesson["failure_kind"] == "veto" and lesson["evidence"]["breached"][0]["name"] == "max_p95_latency_ms"
 
 
+def test_a_clear_loss_that_also_breaches_a_guardrail_is_a_reject_listing_the_breach(tiny_template, tmp_path):
+    with tiny_workspace(tiny_template, tmp_path, "max_p95_latency_ms = 0.000001") as ws:
+        verdict = one_experiment(ws, BACKWARDS_TRAIN)
+        assert verdict["decision"] == "reject" and verdict["ci_high"] < 0
+        assert [g["name"] for g in verdict["guardrails"] if not g["ok"]] == ["max_p95_latency_ms"]
+        assert "guardrails breached too: max_p95_latency_ms" in verdict["rationale"]
+
+
 def test_an_inconclusive_result_gets_more_seeds_before_its_final_decision(tiny_template, tmp_path):
     # A change that leaves every score as it was: delta 0 on every seed, a CI of [0, 0], which
     # neither clears the minimum effect nor excludes zero.
@@ -62,11 +75,8 @@ def test_an_inconclusive_result_gets_more_seeds_before_its_final_decision(tiny_t
 
 
 def test_a_conclusive_result_is_final_at_the_first_judgement(tiny_template, tmp_path):
-    # The tiny data's item effect is strong: scoring items backwards is a clear loss at 2 seeds.
-    backwards = TINY_TRAIN.replace("return self.rates.get(item, self.prior)", "return 1 - self.rates.get(item, self.prior)")
-    assert backwards != TINY_TRAIN
     with tiny_workspace(tiny_template, tmp_path) as ws:
-        verdict = one_experiment(ws, backwards, EvalSettings(seeds=2, max_seeds=4, replicates=200))
+        verdict = one_experiment(ws, BACKWARDS_TRAIN, EvalSettings(seeds=2, max_seeds=4, replicates=200))
         assert verdict["decision"] == "reject" and verdict["n_seeds"] == 2
         assert not ws.kb.events("more_seeds", experiment_id="E0001")
 
