@@ -28,11 +28,58 @@ from agents.evaluator import EvalSettings  # noqa: E402
 from tools.git_repo import WorkspaceRepo  # noqa: E402
 
 
+def install_timers() -> dict[str, list]:
+    """Wrap the loop's steps with wall-clock timers (thread-safe enough: the loop runs one
+    experiment at a time here). Returns {name: [calls, seconds]}, filled as the loop runs."""
+    import functools
+    import threading
+    import time
+
+    import agentx.graph as graph
+    import agentx.pr as pr
+    import agents.developer as developer
+    import agents.evaluator as evaluator
+    import knowledge.store as store
+    import tools.git_repo as git_repo
+    import tools.harness as harness
+
+    timers: dict[str, list] = {}
+    lock = threading.Lock()
+
+    def wrap(owner, attr, name):
+        original = getattr(owner, attr)
+
+        @functools.wraps(original)
+        def timed(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return original(*a, **kw)
+            finally:
+                with lock:
+                    entry = timers.setdefault(name, [0, 0.0])
+                    entry[0] += 1
+                    entry[1] += time.perf_counter() - t0
+        setattr(owner, attr, timed)
+
+    for owner, attr in [(graph, "develop"), (graph, "evaluate_experiment"), (graph, "record"), (graph, "lesson"),
+                        (graph, "brainstorm"), (graph, "create_experiment"), (developer, "develop"),
+                        (evaluator, "judge"), (evaluator, "train_rows"), (pr, "open_pull_request"),
+                        (harness.Harness, "run"), (harness.Harness, "reusable")]:
+        wrap(owner, attr, f"{owner.__name__}.{attr}")
+    wrap(store, "connect_with_retry", "KB connect")
+    for attr in [a for a in vars(git_repo.WorkspaceRepo) if not a.startswith("__") and callable(getattr(git_repo.WorkspaceRepo, a))]:
+        wrap(git_repo.WorkspaceRepo, attr, f"git.{attr}")
+    return timers
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiments", type=int, default=3, help="experiments to run")
     parser.add_argument("--seeds", type=int, default=2, help="paired seeds per arm")
+    parser.add_argument("--profile", action="store_true",
+                        help="also time the loop's own steps (develop, judge, record, KB, git), summed over experiments")
     args = parser.parse_args()
+    timers = install_timers() if args.profile else None
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "ws"
@@ -81,6 +128,10 @@ def main() -> None:
         seconds = statistics.median(b[part] for b in breakdown)
         share = statistics.median(b[part] / b["_wall"] for b in breakdown)
         print(f"  {part:<34}{seconds:>7.2f} s {100 * share:>6.1f}%")
+    if timers is not None:
+        print("loop steps, seconds per experiment (nested: a step's time includes the steps it calls):")
+        for name, (calls, seconds) in sorted(timers.items(), key=lambda kv: -kv[1][1]):
+            print(f"  {name:<40}{seconds / max(1, len(rows)):>8.2f} s  ({calls} calls)")
     print(json.dumps({"experiments": len(rows), "overhead_share_median": round(median, 4),
                       "without_kernel_start": round(statistics.median(shares_with_start), 4)}))
 

@@ -19,8 +19,13 @@ Concurrency model: short-lived connections, retry on lock.
     versus ~2 ms per insert inside a session. A connect refused by the lock costs ~9 ms.
     That suits agentx's write rate (a few rows per training run of seconds to minutes);
     use ``session()`` for bulk writes. Within one process, a call made while another
-    connection to the file is open (e.g. a session in another thread) reuses DuckDB's
-    cached instance and connects in ~1 ms.
+    connection to the file is open reuses DuckDB's cached instance and connects in ~1 ms,
+    so after a call its connection stays open, unused, as an "anchor" until the KB has
+    been idle for ``WARM_S`` (0.5 s): a burst of calls (a judgement, a run's records)
+    pays one catalog build, not one per call. So that a process that never goes idle
+    cannot starve the others, an anchor lives at most ``WARM_MAX_S`` (1 s); the process
+    then connects call by call for ``COOL_S`` (0.3 s), the window in which a waiting
+    process's retry gets the file. ``release()`` closes the anchor at once.
 
 ``KnowledgeBase(":memory:")`` keeps a single connection (tests). JSON columns take Python
 values (dicts, lists, ...) and come back parsed. Unknown column names raise ValueError.
@@ -29,12 +34,15 @@ Timestamps are naive UTC.
 
 from __future__ import annotations
 
+import atexit
 import copy
 import datetime as dt
 import json
 import os
 import threading
+import time
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -49,6 +57,20 @@ RUN_ARMS = ("baseline", "control", "treatment")
 RUN_STATUSES = ("running", "ok", "invalid", "error", "timeout", "memory", "died")
 MEMORY = ":memory:"
 _ID_CONFLICT_ATTEMPTS = 10
+WARM_S = 0.5         # an idle KB closes its last connection after this long
+WARM_MAX_S = 1.0     # ... and a busy one after this long, then connects call by call for COOL_S
+COOL_S = 0.3
+
+
+# KBs holding an anchor: closed at interpreter exit (a connection left to the garbage
+# collector at shutdown makes duckdb's bindings report leaks)
+_ANCHORED: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _release_all() -> None:
+    for kb in list(_ANCHORED):
+        kb.release()
 
 
 def utcnow() -> dt.datetime:
@@ -69,6 +91,11 @@ class KnowledgeBase:
             duckdb.connect(MEMORY) if self.path == MEMORY else None)
         self._in_session = False
         self._closed = False
+        self._anchor: duckdb.DuckDBPyConnection | None = None   # kept open while busy: cheap connects
+        self._anchor_lock = threading.Lock()
+        self._last_used = self._anchor_born = self._cool_until = 0.0
+        self._reaper: threading.Thread | None = None
+        self._stop_reaper = threading.Event()
         self._columns: dict[str, dict[str, str]] = {}
         self.migrate(migrations)
 
@@ -96,7 +123,61 @@ class KnowledgeBase:
         try:
             yield con
         finally:
-            con.close()
+            self._release(con)
+
+    def _release(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Close `con`, or keep it as the warm anchor (see WARM_S in the module docstring)."""
+        retired = None
+        with self._anchor_lock:
+            now = self._last_used = time.monotonic()
+            if self._anchor is not None and now - self._anchor_born > WARM_MAX_S:
+                # fairness: a process that never goes idle still lets go of the file regularly
+                retired, self._anchor, self._cool_until = self._anchor, None, now + COOL_S
+            elif self._anchor is None and not self._closed and now >= self._cool_until:
+                self._anchor, self._anchor_born = con, now
+                _ANCHORED.add(self)
+                if self._reaper is None:
+                    self._reaper = threading.Thread(target=self._reap, args=(weakref.ref(self),),
+                                                    name="kb-anchor", daemon=True)
+                    self._reaper.start()
+                return
+        con.close()
+        if retired is not None:
+            retired.close()
+
+    def release(self) -> None:
+        """Close the warm anchor now (before handing the file to another process, or at exit)."""
+        with self._anchor_lock:
+            anchor, self._anchor = self._anchor, None
+            reaper, self._reaper = self._reaper, None
+        if reaper is not None:
+            self._stop_reaper.set()
+            reaper.join()
+            self._stop_reaper.clear()
+        if anchor is not None:
+            anchor.close()
+
+    @staticmethod
+    def _reap(ref: weakref.ref) -> None:
+        """Close the anchor once the KB has been idle for WARM_S, then end. Holds the KB only
+        weakly between checks, so a KB dropped (or the interpreter exiting) is not kept alive."""
+        while True:
+            kb = ref()
+            stop = kb._stop_reaper if kb is not None else None
+            del kb
+            if stop is None or stop.wait(WARM_S / 2):
+                return
+            kb = ref()
+            if kb is None:
+                return
+            with kb._anchor_lock:
+                if kb._anchor is not None and time.monotonic() - kb._last_used < WARM_S:
+                    del kb
+                    continue
+                anchor, kb._anchor, kb._reaper = kb._anchor, None, None
+            if anchor is not None:
+                anchor.close()
+            return
 
     @contextmanager
     def _tx(self) -> Iterator[duckdb.DuckDBPyConnection]:

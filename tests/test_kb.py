@@ -327,6 +327,7 @@ def _hold(path: Path, seconds: float) -> subprocess.Popen:
 def test_locked_file_raises_after_deadline_naming_file_and_holder(tmp_path):
     path = tmp_path / "kb.duckdb"
     kb = KnowledgeBase(path, lock_timeout_s=0.4)
+    kb.release()
     holder = _hold(path, 3)
     try:
         started = time.monotonic()
@@ -344,6 +345,7 @@ def test_locked_file_raises_after_deadline_naming_file_and_holder(tmp_path):
 def test_lock_released_within_deadline_is_waited_for(tmp_path):
     path = tmp_path / "kb.duckdb"
     kb = KnowledgeBase(path, lock_timeout_s=20)
+    kb.release()                      # the migration's warm connection: the holder needs the file
     holder = _hold(path, 1.0)
     started = time.monotonic()
     kb.log_event("after-wait")

@@ -7,12 +7,16 @@ starting the next kernel in a background thread while the current run executes. 
 workspace code runs before the run: the preload imports installed libraries only, in a
 neutral directory; `take(cwd)` then moves the kernel into the run's checkout.
 
+How many kernels warm at once: `default_spares()` (one on a 2-core machine, up to three on
+bigger ones).
+
 What a warm kernel does not change: one kernel serves one run and is shut down after it;
 the environment is scrubbed the same way; timeouts and the memory cap apply as before.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import threading
@@ -23,18 +27,25 @@ from pathlib import Path
 from tools.sandbox import Sandbox
 
 
+def default_spares() -> int:
+    """Kernels kept warming: one on a small machine (a run there outlasts a kernel's warm-up);
+    up to three with more cores, where GPU runs of a few seconds would otherwise wait for the
+    next kernel's torch import."""
+    return max(1, min(3, (os.cpu_count() or 2) // 4))
+
+
 class KernelPool:
     def __init__(self, *, python: str, extra_env: dict[str, str] | None = None, memory_limit_mb: int | None = None,
-                 preload: Sequence[str] = (), spares: int = 1):
+                 preload: Sequence[str] = (), spares: int | None = None):
         self.python = python
         self.extra_env = dict(extra_env or {})
         self.memory_limit_mb = memory_limit_mb
         self.preload = list(preload)
-        self.spares = spares
+        self.spares = default_spares() if spares is None else spares
         self._home = Path(tempfile.mkdtemp(prefix="axpool-"))   # neutral cwd until a run claims the kernel
         self._lock = threading.Lock()
         self._ready: list[Future[Sandbox]] = []
-        self._executor = ThreadPoolExecutor(max_workers=max(1, spares), thread_name_prefix="kernel-pool")
+        self._executor = ThreadPoolExecutor(max_workers=max(1, self.spares), thread_name_prefix="kernel-pool")
         self._closed = False
         with self._lock:
             self._refill()                     # the first spare starts now
