@@ -150,10 +150,11 @@ class HeuristicBrainstorm:
 
 
 def applies_to(ws, scratch: Path):
-    """A dry run of a recipe on a scratch copy of the base's editable files."""
+    """A dry run of a recipe on a scratch copy of the base's editable files, plus the manifest
+    and the feature catalog, which recipes may read (feature_subset places features by type)."""
     def applicable(recipe, params) -> bool:
         shutil.rmtree(scratch, ignore_errors=True)
-        for rel in ws.manifest.paths.editable:
+        for rel in [*ws.manifest.paths.editable, "agentx.toml", ws.manifest.features.catalog]:
             if (ws.root / rel).is_file():
                 (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(ws.root / rel, scratch / rel)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from agentx import cli_loop, cli_show
+from agentx import cli_features, cli_loop, cli_show
 from agentx.cli_common import WorkspaceOpt, console, fail, open_workspace
 from agentx.errors import UserError
 
@@ -24,6 +24,7 @@ app.command()(cli_loop.run)
 app.command()(cli_loop.ask)
 app.command()(cli_show.show)
 app.command()(cli_show.lessons)
+app.command("select-features")(cli_features.select_features)
 app.add_typer(cli_loop.pr_app, name="pr")
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 # Piped or logged output (CI, nohup) gets wide tables instead of rich's 80-column default.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
@@ -21,7 +22,7 @@ def progress(message: str) -> None:
 
 
 def fail(exc: Exception) -> NoReturn:
-    console.print(f"[red]error:[/red] {exc}")
+    console.print(f"[red]error:[/red] {escape(str(exc))}")   # messages may hold [brackets] (TOML tables)
     raise typer.Exit(2)
 
 

@@ -23,7 +23,7 @@ class Proposal(BaseModel):
     recipe: str | None = Field(default=None, description="name of a library recipe, or null for a free-form change")
     params: dict[str, Any] = Field(default_factory=dict, description="the recipe's parameters")
     rationale: str = Field(default="", description="why this is worth trying now, given the history")
-    source: Literal["brainstorm", "chat", "review"] = "brainstorm"
+    source: Literal["brainstorm", "chat", "review", "cli"] = "brainstorm"
     score: float | None = Field(default=None, description="the ranking score behind the choice")
 
 

@@ -135,8 +135,45 @@ class PathRules(_Section):
         return not self.is_protected(path) and any(_covers(rule, path) for rule in self.editable)
 
 
+class FeatureConstraints(_Section):
+    """`[features.constraints]`: the hard limits a feature selection must respect.
+
+    Catalog entries flagged `leaky` are always forbidden, whether listed here or not. Names
+    are checked against the catalog when a selection runs (`agents/feature_constraints.py`),
+    since the catalog is a separate file."""
+
+    budget: int | None = Field(default=None, ge=1, description="keep at most this many features "
+                                                               "(`select-features --budget` overrides)")
+    group_min: dict[str, int] = Field(default={}, description="group -> fewest features to keep from it")
+    group_max: dict[str, int] = Field(default={}, description="group -> most features to keep from it")
+    must_include: list[str] = []
+    forbidden: list[str] = []
+    max_serving_cost: float | None = Field(default=None, gt=0, description="cap on the summed serving_cost")
+    max_correlation: float | None = Field(default=None, gt=0, le=1, description="cap on the association "
+                                          "(|Spearman| or Cramér's V) of any two kept features")
+
+    @field_validator("group_min", "group_max")
+    @classmethod
+    def _counts(cls, value: dict[str, int]) -> dict[str, int]:
+        negative = [group for group, count in value.items() if count < 0]
+        if negative:
+            raise ValueError(f"counts must be 0 or more (groups {', '.join(negative)})")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeatureConstraints:
+        both = sorted(set(self.must_include) & set(self.forbidden))
+        if both:
+            raise ValueError(f"features both required and forbidden: {', '.join(both)}")
+        crossed = [g for g, low in self.group_min.items() if g in self.group_max and low > self.group_max[g]]
+        if crossed:
+            raise ValueError(f"group_min exceeds group_max for {', '.join(crossed)}")
+        return self
+
+
 class FeatureSpec(_Section):
     catalog: str = "features.yaml"
+    constraints: FeatureConstraints = FeatureConstraints()
 
     @field_validator("catalog")
     @classmethod

@@ -3,7 +3,8 @@
 Every recipe is tied to a research card (knowledge/cards/<card>.md) that says where the
 idea comes from and what to watch out for. Code recipes (model_recipes.py) insert new
 model or training code at the template's marked blocks; config recipes (config_recipes.py)
-change one hyper-parameter constant. Both edit a checkout in place and return the changed
+change one hyper-parameter constant; the feature-subset recipe (feature_recipes.py) rewrites
+the model's input lists to a MoFA selection. Both edit a checkout in place and return the changed
 paths, or raise `RecipeNotApplicable` when the anchors they need are missing.
 
     recipe = get_recipe("dcn_v2")
@@ -18,9 +19,10 @@ from __future__ import annotations
 from agents.recipes.config_recipes import CONFIG_RECIPES
 from agents.recipes.core import InvalidParams, Recipe, all_params, check_params, describe, show, slug
 from agents.recipes.edits import RecipeNotApplicable
+from agents.recipes.feature_recipes import FEATURE_RECIPES
 from agents.recipes.model_recipes import CODE_RECIPES
 
-RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (*CODE_RECIPES, *CONFIG_RECIPES)}
+RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (*CODE_RECIPES, *CONFIG_RECIPES, *FEATURE_RECIPES)}
 
 
 def get_recipe(name: str) -> Recipe:

@@ -36,6 +36,8 @@ class Recipe:
     keywords: tuple[str, ...]       # words a chat request may use for it
     apply: Apply = field(repr=False, compare=False)
     detail: str = ""                # describe(): "{layers} layers" -> "DCN-v2 ... (2 layers)"
+    free: tuple[str, ...] = ()      # parameters that take any value of their grid's type (not only
+                                    # grid points), e.g. a feature subset; `apply` validates them
 
     def __post_init__(self) -> None:
         if self.kind not in ("code", "config"):
@@ -69,6 +71,11 @@ def check_params(recipe: Recipe, params: dict[str, Any]) -> None:
                             f"got {sorted(params)}")
     for key, value in params.items():
         grid = recipe.space[key]
+        if key in recipe.free:
+            if not isinstance(value, type(grid[0])):
+                raise InvalidParams(f"recipe {recipe.name}: {key} must be a {type(grid[0]).__name__}, "
+                                    f"got {value!r}")
+            continue
         sneaky_bool = isinstance(value, bool) and not any(isinstance(v, bool) for v in grid)  # True == 1
         if value not in grid or sneaky_bool:
             raise InvalidParams(f"recipe {recipe.name}: {key}={value!r} is not in its grid "
@@ -82,11 +89,13 @@ def all_params(recipe: Recipe) -> list[dict[str, Any]]:
 
 
 def show(value: Any) -> str:
-    """A parameter value for titles: [128, 64] -> 128x64, {"user_id": 0.5} -> user_id=0.5."""
+    """A parameter value for titles: [128, 64] -> 128x64, ["age", "gender"] -> age+gender,
+    {"user_id": 0.5} -> user_id=0.5."""
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, (list, tuple)):
-        return "x".join(show(v) for v in value) or "none"
+        joiner = "+" if value and all(isinstance(v, str) for v in value) else "x"
+        return joiner.join(show(v) for v in value) or "none"
     if isinstance(value, dict):
         return ",".join(f"{k}={show(v)}" for k, v in value.items())
     if isinstance(value, float):

@@ -3,7 +3,7 @@ summed into one logit per row. EDITABLE.
 
 Inputs (a dict of tensors built by train.py's Featurizer):
   "categorical"  (batch, n_categorical) int64, index 0 = out-of-vocabulary
-  "genres"       (batch, n_genres)      float 0/1 multi-hot
+  "genres"       (batch, n_genres)      float 0/1 multi-hot (n_genres = 0: no genre field)
   "numeric"      (batch, n_numeric)     float, standardised
 
 Deep part: every input becomes one field vector of size embed_dim, so the fields stack
@@ -45,9 +45,9 @@ class CTRModel(nn.Module):
         )
         for table in self.embeddings.values():
             nn.init.normal_(table.weight, std=0.05)
-        self.genre_embedding = nn.Linear(n_genres, embed_dim, bias=False)
+        self.genre_embedding = nn.Linear(n_genres, embed_dim, bias=False) if n_genres else None
         self.numeric_embedding = nn.Parameter(torch.randn(n_numeric, embed_dim) * 0.1)
-        self.n_fields = len(cardinalities) + 1 + n_numeric
+        self.n_fields = len(cardinalities) + (1 if n_genres else 0) + n_numeric
 
         # --- interaction layers (e.g. a DCN cross network, an FM term): build them here ---
 
@@ -75,8 +75,9 @@ class CTRModel(nn.Module):
             self.embeddings[name](batch["categorical"][:, i])
             for i, name in enumerate(self.categorical)
         ]
-        genres = batch["genres"]
-        fields.append(self.genre_embedding(genres) / genres.sum(1, keepdim=True).clamp(min=1.0))
+        if self.genre_embedding is not None:
+            genres = batch["genres"]
+            fields.append(self.genre_embedding(genres) / genres.sum(1, keepdim=True).clamp(min=1.0))
         numeric = batch["numeric"].unsqueeze(-1) * self.numeric_embedding
         return torch.cat([torch.stack(fields, dim=1), numeric], dim=1)
 

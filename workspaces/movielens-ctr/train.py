@@ -44,7 +44,7 @@ EVAL_BATCH_SIZE = 8192  # rows per forward pass at prediction time
 CATEGORICAL = ["user_id", "item_id"]
 NUMERIC = ["release_year"]
 MISSING_AS_ZERO = ["release_year"]  # 0 means unknown: imputed with the train mean
-MULTI_CATEGORICAL = "genres"        # pipe-joined tokens, pooled into one field
+MULTI_CATEGORICAL = "genres"        # pipe-joined tokens, pooled into one field (None: no such field)
 ID_COLUMN = "row_id"
 LABEL_COLUMN = "label"
 
@@ -58,8 +58,10 @@ class Featurizer:
             col: {value: i + 1 for i, value in enumerate(sorted(train[col].astype(str).unique()))}
             for col in CATEGORICAL
         }
-        tokens = train[MULTI_CATEGORICAL].fillna("").astype(str).str.split("|")
-        self.genres = sorted({t for row in tokens for t in row if t})
+        self.genres = []
+        if MULTI_CATEGORICAL is not None:
+            tokens = train[MULTI_CATEGORICAL].fillna("").astype(str).str.split("|")
+            self.genres = sorted({t for row in tokens for t in row if t})
         numeric = self._raw_numeric(train)
         self.mean = numeric.mean().fillna(0.0)
         self.std = numeric.std().fillna(1.0).replace(0.0, 1.0)
@@ -84,11 +86,15 @@ class Featurizer:
         return {
             "categorical": torch.from_numpy(categorical),
             "numeric": torch.from_numpy(numeric.to_numpy("float32", copy=True)),
-            "genres": torch.from_numpy(self._multi_hot(frame[MULTI_CATEGORICAL])),
+            "genres": torch.from_numpy(self._multi_hot(frame)),
         }
 
-    def _multi_hot(self, column: pd.Series) -> np.ndarray:
-        """(rows, n_genres) 0/1 matrix; genres unseen in train are dropped."""
+    def _multi_hot(self, frame: pd.DataFrame) -> np.ndarray:
+        """(rows, n_genres) 0/1 matrix; genres unseen in train are dropped (no columns without
+        a MULTI_CATEGORICAL field)."""
+        if MULTI_CATEGORICAL is None:
+            return np.zeros((len(frame), 0), dtype=np.float32)
+        column = frame[MULTI_CATEGORICAL]
         codes, uniques = pd.factorize(column.fillna("").astype(str))
         position = {g: j for j, g in enumerate(self.genres)}
         table = np.zeros((len(uniques) + 1, len(self.genres)), dtype=np.float32)

@@ -1,0 +1,126 @@
+"""MoFA in a workspace: statistics cached in the KB, a selection, and the experiment it becomes.
+
+`agentx select-features` is a thin printer over these functions:
+- `workspace_stats`: the catalog's statistics and interaction candidates for the current
+  splits, computed once per (splits, catalog, statistics definition) and stored in the KB;
+- `build_problem` / `make_brain`: constraints from agentx.toml plus flags, and the brain
+  (offline mRMR by default, an LLM with `--llm`);
+- `run_selection`: the selection as a `feature_subset` proposal through the same loop as
+  `agentx ask`, so it gets a branch, the micro tier, paired seeds and a verdict.
+Only the train and validation slices are read here; the test slice judges the experiment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agents.feature_constraints import Constraints
+from agents.feature_selection import OfflineBrain, Problem, Selection
+from agents.feature_selection_llm import LLMFeatureBrain
+from agents.recipes import describe, get_recipe
+from agentx.llm import LLMClient, parse_provider_spec
+from agentx.state import Proposal
+from knowledge.features import load_stats, save_catalog, save_stats
+from tools.feature_catalog import CatalogFeature, as_entry, catalog_digest, load_catalog
+from tools.feature_crosses import Cross, analyse, cross_rows, crosses_from_rows
+from tools.feature_stats import STATS_VERSION, StatsTable, read_train_valid, stats_from_rows, stats_rows
+
+RECIPE = "feature_subset"
+
+
+@dataclass(frozen=True)
+class WorkspaceStats:
+    catalog: list[CatalogFeature]
+    table: StatsTable
+    crosses: list[Cross]
+    version: str
+    cached: bool
+
+
+def stats_version(splits_key: str, catalog: list[CatalogFeature]) -> str:
+    return f"{splits_key}:catalog-{catalog_digest(catalog)}:stats-v{STATS_VERSION}"
+
+
+def workspace_stats(ws, *, recompute: bool = False, progress: Callable[[str], None] = lambda _: None,
+                    seed: int = 0) -> WorkspaceStats:
+    """The statistics of the workspace's catalog on its current splits (from the KB when cached)."""
+    catalog = load_catalog(ws.root, ws.manifest)
+    save_catalog(ws.kb, [as_entry(f) for f in catalog])
+    splits = ws.harness.splits
+    version = stats_version(splits.key, catalog)
+    if not recompute:
+        rows = load_stats(ws.kb, version)
+        table = stats_from_rows(rows) if rows else None
+        if table is not None:
+            return WorkspaceStats(catalog, table, crosses_from_rows(rows), version, True)
+    progress("computing feature statistics and interaction candidates on train and validation "
+             "(once per data and catalog version; the test slice is not read)")
+    train, valid = read_train_valid(splits)
+    table, crosses = analyse(train, valid, catalog, ws.manifest.data.label_column, version=version, seed=seed)
+    save_stats(ws.kb, version, stats_rows(table) + cross_rows(crosses, version))
+    return WorkspaceStats(catalog, table, crosses, version, False)
+
+
+def build_problem(ws, stats: WorkspaceStats, *, budget: int | None = None, must_include: tuple[str, ...] = (),
+                  forbidden: tuple[str, ...] = ()) -> Problem:
+    constraints = Constraints.build(ws.manifest.features.constraints, stats.catalog, budget=budget,
+                                    must_include=must_include, forbidden=forbidden)
+    metric = ws.manifest.metric
+    task = (f"{ws.manifest.workspace.description or ws.manifest.workspace.name}. Label column "
+            f"{ws.manifest.data.label_column!r}; the model is judged on {metric.primary} ({metric.direction}).")
+    return Problem(stats.catalog, stats.table, constraints, task=task, crosses=tuple(stats.crosses))
+
+
+def make_brain(kb, spec: str = "heuristic", *, dollar_cap: float | None = None, chat_model=None):
+    """The offline brain for 'heuristic'; an LLM brain for a provider spec (or a scripted model)."""
+    provider = parse_provider_spec(spec)
+    if provider.is_heuristic and chat_model is None:
+        return OfflineBrain()
+    if chat_model is not None:
+        client = LLMClient(chat_model, kb=kb, provider=provider.kind, model_name=provider.model or "scripted",
+                           dollar_cap=dollar_cap)
+    else:
+        client = LLMClient.from_spec(provider, kb=kb, dollar_cap=dollar_cap)
+    return LLMFeatureBrain(client)
+
+
+def record_selection(kb, selection: Selection, problem: Problem, version: str) -> None:
+    kb.log_event("feature_selection", {"version": version, **selection.as_dict(problem)})
+
+
+def proposal_for(selection: Selection, version: str) -> Proposal:
+    recipe = get_recipe(RECIPE)
+    params = {"keep": list(selection.kept)}
+    return Proposal(title=describe(recipe, params), recipe=RECIPE, params=params, source="cli",
+                    hypothesis=recipe.hypothesis,
+                    rationale=f"MoFA selection by the {selection.brain}; statistics {version}")
+
+
+class GivenProposal:
+    """A brainstorm that proposes one proposal it was given, once (the selection is the idea)."""
+
+    def __init__(self, proposal: Proposal, brain: str):
+        self.proposal, self.given = proposal, False
+        self.name = f"given proposal ({brain})"
+
+    def propose(self, ws, k: int, request: str | None = None) -> list[Proposal]:
+        if self.given:
+            return []
+        self.given = True
+        return [self.proposal]
+
+
+def run_selection(ws, proposal: Proposal, settings, progress: Callable[[str], None]):
+    """The proposal through the loop (develop, micro tier, evaluate, record); returns the LoopResult.
+    The loop key names the selection, so re-running an interrupted one resumes it."""
+    from agentx.brains import make_brains
+    from agentx.graph import LoopContext, run_loop
+    from agentx.state import Budget
+
+    developer = make_brains(ws.kb, "heuristic").developer
+    ctx = LoopContext(ws, GivenProposal(proposal, RECIPE), developer, settings, progress=progress)
+    digest = hashlib.sha256(json.dumps(proposal.params, sort_keys=True).encode()).hexdigest()[:10]
+    return run_loop(ctx, Budget(max_experiments=1), key=f"select-features-{digest}")
