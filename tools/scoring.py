@@ -12,6 +12,7 @@ written), and a prediction file whose scores do not belong to their ids (`misali
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,35 +95,26 @@ def _stamp(path: Path) -> tuple[str, int, int]:
 
 
 def _join(splits: Splits, run_dir: Path, pred_path: Path, split: str) -> Labelled:
-    con = duckdb.connect()
-    id_col = _quote(splits.id_column)
-    try:
-        con.execute(f"CREATE TABLE pred AS SELECT * FROM {_csv(pred_path)}")
-    except duckdb.Error as exc:
-        raise InvalidPredictions("format", f"predictions/{split}.csv is not a readable CSV: {exc}") from None
-    columns = {row[0] for row in con.execute("DESCRIBE pred").fetchall()}
-    if not {splits.id_column, "score"} <= columns:
-        raise InvalidPredictions("format", f"predictions/{split}.csv needs columns {splits.id_column},score; "
-                                 f"it has {', '.join(sorted(columns))}")
-    con.execute(f"CREATE TABLE given AS SELECT {id_col} AS id FROM {_csv(run_dir / f'{split}.csv')}")
-    con.execute(f"CREATE TABLE truth AS SELECT {id_col} AS id, {_quote(splits.label_column)} AS label "
-                f"FROM {_csv(splits.file(split))} WHERE {id_col} IN (SELECT id FROM given)")
-    dupes = con.execute(f"SELECT count(*) - count(DISTINCT {id_col}) FROM pred").fetchone()[0]
-    if dupes:
-        raise InvalidPredictions("duplicate_rows", f"{dupes} duplicate ids in predictions/{split}.csv")
-    missing = con.execute(f"SELECT count(*) FROM truth WHERE id NOT IN (SELECT {id_col} FROM pred)").fetchone()[0]
-    unknown = con.execute(f"SELECT count(*) FROM pred WHERE {id_col} NOT IN (SELECT id FROM truth)").fetchone()[0]
+    pred_ids, scores = _read_predictions(pred_path, splits.id_column, split)
+    given = _given_ids(run_dir / f"{split}.csv", splits.id_column)
+    truth_ids, truth_labels = _truth(splits, split)
+    keep = np.isin(truth_ids, given)                      # the rows the kernel was given, in id order
+    truth_ids, truth_labels = truth_ids[keep], truth_labels[keep]
+
+    null_ids = np.asarray([i == "" for i in pred_ids], dtype=bool) if pred_ids.dtype.kind in "OU" \
+        else np.zeros(len(pred_ids), dtype=bool)
+    pred_ids, scores = pred_ids[~null_ids], scores[~null_ids]
+    distinct = np.unique(pred_ids)
+    if len(distinct) < len(pred_ids):
+        raise InvalidPredictions("duplicate_rows", f"{len(pred_ids) - len(distinct)} duplicate ids in "
+                                 f"predictions/{split}.csv")
+    missing = int((~_isin(truth_ids, pred_ids)).sum())
+    unknown = int((~_isin(pred_ids, truth_ids)).sum()) + int(null_ids.sum())
     if missing or unknown:
-        raise InvalidPredictions("missing_rows", f"predictions/{split}.csv: {missing} of the "
-                                 f"{con.execute('SELECT count(*) FROM truth').fetchone()[0]} rows missing, "
-                                 f"{unknown} unknown ids")
-    try:
-        ids, labels, scores = con.execute(
-            f"SELECT t.id, t.label, TRY_CAST(p.score AS DOUBLE) FROM truth t JOIN pred p ON p.{id_col} = t.id "
-            "ORDER BY t.id").fetchnumpy().values()
-    except duckdb.Error as exc:
-        raise InvalidPredictions("format", f"predictions/{split}.csv: unusable scores ({exc})") from None
-    scores = np.ma.filled(np.ma.asarray(scores, dtype=float), np.nan)   # an empty cell (NULL) is a NaN
+        raise InvalidPredictions("missing_rows", f"predictions/{split}.csv: {missing} of the {len(truth_ids)} "
+                                 f"rows missing, {unknown} unknown ids")
+    order = np.argsort(pred_ids, kind="mergesort")
+    scores = scores[order][np.searchsorted(pred_ids[order], truth_ids)]
     bad = ~np.isfinite(scores)
     if bad.any():
         raise InvalidPredictions("nan", f"{int(bad.sum())} scores in predictions/{split}.csv are NaN, "
@@ -130,7 +122,85 @@ def _join(splits: Splits, run_dir: Path, pred_path: Path, split: str) -> Labelle
     if scores.min() < 0 or scores.max() > 1:
         raise InvalidPredictions("format", f"scores in predictions/{split}.csv must be probabilities in [0, 1]; "
                                  f"range is [{scores.min():.4g}, {scores.max():.4g}]")
-    return Labelled(np.asarray(ids), np.asarray(labels, dtype=float), scores)
+    return Labelled(truth_ids, truth_labels, scores)
+
+
+def _read_predictions(path: Path, id_column: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, scores) of a prediction file. Ids become integers (or floats) when every one
+    parses, text otherwise; a score that is empty or not a number becomes NaN."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = csv.reader(f)
+            header = [h.strip() for h in next(rows, [])]
+            if not {id_column, "score"} <= set(header):
+                raise InvalidPredictions("format", f"predictions/{split}.csv needs columns {id_column},score; "
+                                         f"it has {', '.join(sorted(h for h in header if h))}")
+            at_id, at_score = header.index(id_column), header.index("score")
+            width = max(at_id, at_score) + 1
+            ids, texts = [], []
+            for row in rows:
+                if not row:
+                    continue
+                if len(row) < width:
+                    raise InvalidPredictions("format", f"predictions/{split}.csv: a row has {len(row)} "
+                                             f"fields, the header {len(header)}")
+                ids.append(row[at_id].strip())
+                texts.append(row[at_score].strip())
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise InvalidPredictions("format", f"predictions/{split}.csv is not a readable CSV: {exc}") from None
+    id_array = np.asarray(ids, dtype=object)
+    for kind in (np.int64, np.float64):
+        try:
+            id_array = np.asarray(ids, dtype=str).astype(kind) if ids else np.empty(0, dtype=np.int64)
+            break
+        except ValueError:
+            continue
+    scores = np.full(len(texts), np.nan)
+    try:
+        scores = np.asarray(texts, dtype=str).astype(np.float64) if texts else scores
+    except ValueError:                     # one bad cell: parse one by one, NaN where unusable
+        for i, text in enumerate(texts):
+            try:
+                scores[i] = float(text)
+            except ValueError:
+                pass
+    return id_array, scores
+
+
+def _isin(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """np.isin that treats ids of different kinds (numbers vs text) as different, not as an error."""
+    try:
+        return np.isin(values, pool)
+    except TypeError:
+        return np.zeros(len(values), dtype=bool)
+
+
+# Labels of a split (ids sorted) and the ids a run directory was given: the same for every
+# run of a splits version and tier, so read once.
+_TRUTH: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+_GIVEN: OrderedDict[str, np.ndarray] = OrderedDict()
+
+
+def _truth(splits: Splits, split: str) -> tuple[np.ndarray, np.ndarray]:
+    key = (str(splits.root), split)
+    if key not in _TRUTH:
+        ids, labels = duckdb.connect().execute(
+            f"SELECT {_quote(splits.id_column)}, {_quote(splits.label_column)} FROM {_csv(splits.file(split))} "
+            "ORDER BY 1").fetchnumpy().values()
+        _TRUTH[key] = (np.asarray(ids), np.asarray(labels, dtype=float))
+    return _TRUTH[key]
+
+
+def _given_ids(path: Path, id_column: str) -> np.ndarray:
+    key = hashlib.sha1(path.read_bytes()).hexdigest()
+    if key not in _GIVEN:
+        (ids,) = duckdb.connect().execute(
+            f"SELECT {_quote(id_column)} FROM {_csv(path)}").fetchnumpy().values()
+        _GIVEN[key] = np.asarray(ids)
+        while len(_GIVEN) > 16:
+            _GIVEN.popitem(last=False)
+    _GIVEN.move_to_end(key)
+    return _GIVEN[key]
 
 
 def score_run(splits: Splits, run_dir: Path, metrics: list[str], *,
