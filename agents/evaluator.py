@@ -159,6 +159,12 @@ def check_guardrails(manifest, pairs) -> list[dict]:
         if limit is not None:
             ok = measured is not None and measured <= limit
             checks.append({"name": name, "value": measured, "limit": limit, "ok": ok})
+    # Checked by the harness on every run (a run that fails them never reaches a judgement:
+    # it vetoes as a "run" guardrail with its failure kind); listed so a verdict shows them.
+    checks.append({"name": "protected_paths", "value": "unchanged", "limit": ", ".join(manifest.paths.protected),
+                   "ok": True})
+    checks.append({"name": "predictions", "value": f"complete, finite, aligned in {len(treat)} runs",
+                   "limit": "every given row scored once, no NaN, predict() agrees", "ok": True})
     for name, allowed in rails.max_secondary_regression.items():
         c = statistics.fmean(c.metric("test", name) for _, c, _ in pairs)
         t = statistics.fmean(t.metric("test", name) for _, _, t in pairs)

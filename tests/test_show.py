@@ -67,6 +67,8 @@ def test_show_and_lessons_expose_every_field(shown_ws):
     rails = {g["name"]: g for g in good["guardrails"]}
     assert (rails["max_params"]["value"], rails["max_params"]["limit"], rails["max_params"]["ok"]) == (30, 1000, True)
     assert 0 < rails["max_p95_latency_ms"]["value"] < 2000 and rails["max_train_seconds"]["limit"] == 60
+    assert rails["protected_paths"]["ok"] and "data.py" in rails["protected_paths"]["limit"]
+    assert rails["predictions"]["ok"] and rails["predictions"]["value"].startswith("complete, finite, aligned")
     rollout_line = rails["rollout"]
     assert rollout_line["ok"] and {"value", "limit"} <= set(rollout_line)
     assert good["branch"].startswith("agentx/E0001-") and good["pr_state"] == "open"
