@@ -7,8 +7,7 @@ starting the next kernel in a background thread while the current run executes. 
 workspace code runs before the run: the preload imports installed libraries only, in a
 neutral directory; `take(cwd)` then moves the kernel into the run's checkout.
 
-How many kernels warm at once: `default_spares()` (one on a 2-core machine, up to three on
-bigger ones).
+How many kernels warm at once: `default_spares()` (two, three on machines with 12+ cores).
 
 What a warm kernel does not change: one kernel serves one run and is shut down after it;
 the environment is scrubbed the same way; timeouts and the memory cap apply as before.
@@ -28,10 +27,11 @@ from tools.sandbox import Sandbox
 
 
 def default_spares() -> int:
-    """Kernels kept warming: one on a small machine (a run there outlasts a kernel's warm-up);
-    up to three with more cores, where GPU runs of a few seconds would otherwise wait for the
-    next kernel's torch import."""
-    return max(1, min(3, (os.cpu_count() or 2) // 4))
+    """Kernels kept warming: two (the full-tier run right after a short micro run would
+    otherwise wait for the kernel that started warming only when the micro run took its
+    own), three on machines with 12+ cores, where GPU runs of a few seconds are shorter than
+    a kernel's torch import."""
+    return max(2, min(3, (os.cpu_count() or 2) // 4))
 
 
 class KernelPool:
