@@ -21,11 +21,11 @@ Concurrency model: short-lived connections, retry on lock.
     use ``session()`` for bulk writes. Within one process, a call made while another
     connection to the file is open reuses DuckDB's cached instance and connects in ~1 ms,
     so after a call its connection stays open, unused, as an "anchor" until the KB has
-    been idle for ``WARM_S`` (0.5 s): a burst of calls (a judgement, a run's records)
-    pays one catalog build, not one per call. So that a process that never goes idle
-    cannot starve the others, an anchor lives at most ``WARM_MAX_S`` (1 s); the process
-    then connects call by call for ``COOL_S`` (0.3 s), the window in which a waiting
-    process's retry gets the file. ``release()`` closes the anchor at once.
+    been idle for ``WARM_S`` (0.2 s): a burst of calls (a judgement, a run's records)
+    pays one catalog build, not one per call. So that a busy or polling process cannot
+    starve the others, an anchor lives at most ``WARM_MAX_S`` (1 s), and after any anchor
+    closes the process connects call by call for ``COOL_S`` (0.3 s), the window in which a
+    waiting process's retry gets the file. ``release()`` closes the anchor at once.
 
 ``KnowledgeBase(":memory:")`` keeps a single connection (tests). JSON columns take Python
 values (dicts, lists, ...) and come back parsed. Unknown column names raise ValueError.
@@ -57,9 +57,9 @@ RUN_ARMS = ("baseline", "control", "treatment")
 RUN_STATUSES = ("running", "ok", "invalid", "error", "timeout", "memory", "died")
 MEMORY = ":memory:"
 _ID_CONFLICT_ATTEMPTS = 10
-WARM_S = 0.5         # an idle KB closes its last connection after this long
-WARM_MAX_S = 1.0     # ... and a busy one after this long, then connects call by call for COOL_S
-COOL_S = 0.3
+WARM_S = 0.2         # an idle KB closes its last connection after this long
+WARM_MAX_S = 1.0     # ... and a busy one after this long; after either, it connects call by
+COOL_S = 0.3         # call for COOL_S (a poller at any interval leaves other processes gaps)
 
 
 # KBs holding an anchor: closed at interpreter exit (a connection left to the garbage
@@ -67,10 +67,16 @@ COOL_S = 0.3
 _ANCHORED: weakref.WeakSet = weakref.WeakSet()
 
 
+_REAPERS: set[threading.Thread] = set()     # reaper threads still running (one may be mid-close)
+
+
 @atexit.register
 def _release_all() -> None:
+    # a daemon thread still inside duckdb's C++ when the interpreter exits aborts the process
     for kb in list(_ANCHORED):
         kb.release()
+    for thread in list(_REAPERS):
+        thread.join(timeout=5)
 
 
 def utcnow() -> dt.datetime:
@@ -139,6 +145,7 @@ class KnowledgeBase:
                 if self._reaper is None:
                     self._reaper = threading.Thread(target=self._reap, args=(weakref.ref(self),),
                                                     name="kb-anchor", daemon=True)
+                    _REAPERS.add(self._reaper)
                     self._reaper.start()
                 return
         con.close()
@@ -161,23 +168,27 @@ class KnowledgeBase:
     def _reap(ref: weakref.ref) -> None:
         """Close the anchor once the KB has been idle for WARM_S, then end. Holds the KB only
         weakly between checks, so a KB dropped (or the interpreter exiting) is not kept alive."""
-        while True:
-            kb = ref()
-            stop = kb._stop_reaper if kb is not None else None
-            del kb
-            if stop is None or stop.wait(WARM_S / 2):
+        try:
+            while True:
+                kb = ref()
+                stop = kb._stop_reaper if kb is not None else None
+                del kb
+                if stop is None or stop.wait(WARM_S / 2):
+                    return
+                kb = ref()
+                if kb is None:
+                    return
+                with kb._anchor_lock:
+                    if kb._anchor is not None and time.monotonic() - kb._last_used < WARM_S:
+                        del kb
+                        continue
+                    anchor, kb._anchor, kb._reaper = kb._anchor, None, None
+                    kb._cool_until = time.monotonic() + COOL_S
+                if anchor is not None:
+                    anchor.close()
                 return
-            kb = ref()
-            if kb is None:
-                return
-            with kb._anchor_lock:
-                if kb._anchor is not None and time.monotonic() - kb._last_used < WARM_S:
-                    del kb
-                    continue
-                anchor, kb._anchor, kb._reaper = kb._anchor, None, None
-            if anchor is not None:
-                anchor.close()
-            return
+        finally:
+            _REAPERS.discard(threading.current_thread())
 
     @contextmanager
     def _tx(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -404,3 +404,24 @@ def test_two_processes_writing_lose_no_rows(tmp_path):
     total = sum(r["events"] for r in reports.values())
     assert len(seen) >= 2 and seen == sorted(seen) and seen[-1] <= total
     assert len(kb.events()) == total
+
+
+@pytest.mark.parametrize("interval", [0.2, 0.5])
+def test_a_polling_process_leaves_another_process_room_to_connect(tmp_path, interval):
+    # The warm anchor must not turn a poller (a test, a dashboard) into a lock holder: a
+    # process that never goes idle for WARM_S must still let go (WARM_MAX_S, then COOL_S).
+    # (tests/test_resume.py caught the subtler case, a poll interval close to WARM_S.)
+    path = tmp_path / "kb.duckdb"
+    kb = KnowledgeBase(path)
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
+        "from knowledge import KnowledgeBase\n"
+        "kb = KnowledgeBase(sys.argv[1], lock_timeout_s=4)\n"
+        "kb.log_event('child')\n"), str(path)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while child.poll() is None and time.monotonic() < deadline:
+        kb.events("child")
+        time.sleep(interval)
+    assert child.wait(timeout=10) == 0, child.stderr.read()[-600:]
+    assert [e["kind"] for e in kb.events()] == ["child"]
