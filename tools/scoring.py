@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import numpy as np
 
+from tools.memo import Recent
 from tools.splits import EVAL_SPLITS, Splits, _csv, _quote
 
 EPS = 1e-7
@@ -76,17 +76,10 @@ def join_predictions(splits: Splits, run_dir: Path, split: str) -> Labelled:
     if not pred_path.is_file():
         raise InvalidPredictions("missing_file", f"the entrypoint wrote no predictions/{split}.csv")
     key = (str(splits.root), split, *(_stamp(p) for p in (pred_path, run_dir / f"{split}.csv")))
-    if key in _JOINED:
-        _JOINED.move_to_end(key)
-        return _JOINED[key]
-    joined = _JOINED[key] = _join(splits, run_dir, pred_path, split)
-    while len(_JOINED) > _JOINED_KEPT:
-        _JOINED.popitem(last=False)
-    return joined
+    return _JOINED.get(key, lambda: _join(splits, run_dir, pred_path, split))
 
 
-_JOINED: OrderedDict[tuple, Labelled] = OrderedDict()
-_JOINED_KEPT = 64
+_JOINED: Recent[Labelled] = Recent(keep=64)
 
 
 def _stamp(path: Path) -> tuple[str, int, int]:
@@ -178,7 +171,7 @@ def _isin(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
 # Labels of a split (ids sorted) and the ids a run directory was given: the same for every
 # run of a splits version and tier, so read once.
 _TRUTH: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
-_GIVEN: OrderedDict[str, np.ndarray] = OrderedDict()
+_GIVEN: Recent[np.ndarray] = Recent(keep=16)
 
 
 def _truth(splits: Splits, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -192,15 +185,10 @@ def _truth(splits: Splits, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _given_ids(path: Path, id_column: str) -> np.ndarray:
-    key = hashlib.sha1(path.read_bytes()).hexdigest()
-    if key not in _GIVEN:
-        (ids,) = duckdb.connect().execute(
-            f"SELECT {_quote(id_column)} FROM {_csv(path)}").fetchnumpy().values()
-        _GIVEN[key] = np.asarray(ids)
-        while len(_GIVEN) > 16:
-            _GIVEN.popitem(last=False)
-    _GIVEN.move_to_end(key)
-    return _GIVEN[key]
+    def read() -> np.ndarray:
+        (ids,) = duckdb.connect().execute(f"SELECT {_quote(id_column)} FROM {_csv(path)}").fetchnumpy().values()
+        return np.asarray(ids)
+    return _GIVEN.get(hashlib.sha1(path.read_bytes()).hexdigest(), read)
 
 
 def score_run(splits: Splits, run_dir: Path, metrics: list[str], *,

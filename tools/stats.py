@@ -26,10 +26,11 @@ about half a second this way, where a Python loop over replicates took several s
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
+
+from tools.memo import Recent
 
 
 class SortedScores:
@@ -83,17 +84,10 @@ def user_pairs(scores: np.ndarray, labels: np.ndarray, user_index: np.ndarray, n
     """UserPairs, remembered for the last few runs: a judgement with one more seed, and the
     next experiment's reused control runs, do not rebuild the ones already built."""
     key = hashlib.sha1(b"".join(np.ascontiguousarray(a).tobytes() for a in (scores, labels, user_index))).hexdigest()
-    if key in _PAIRS:
-        _PAIRS.move_to_end(key)
-        return _PAIRS[key]
-    built = _PAIRS[key] = UserPairs(scores, labels, user_index, n_users)
-    while len(_PAIRS) > _PAIRS_KEPT:
-        _PAIRS.popitem(last=False)
-    return built
+    return _PAIRS.get(key, lambda: UserPairs(scores, labels, user_index, n_users))
 
 
-_PAIRS: OrderedDict[str, "UserPairs"] = OrderedDict()
-_PAIRS_KEPT = 16      # 16 x (943 users)^2 doubles ~ 110 MB on MovieLens
+_PAIRS: Recent[UserPairs] = Recent(keep=16)      # 16 x (943 users)^2 doubles ~ 110 MB on MovieLens
 
 
 class UserPairs:
