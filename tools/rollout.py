@@ -33,11 +33,10 @@ from typing import Protocol
 
 import numpy as np
 
-from tools.stats import SortedScores
+from tools.stats import SortedScores, row_losses
 
 STAGES: tuple[float, ...] = (0.05, 0.25, 0.50)
 BUCKETS = 100
-EPS = 1e-7
 NATURAL_SIGN = {"auc": 1, "logloss": -1}       # +1: bigger is better
 
 
@@ -252,10 +251,8 @@ class _Group:
         labels = labels[rows]
         picked = [s[rows] for s in scores]
         self.sorted = [SortedScores(s, labels) for s in picked] if rows.any() else []
-        p = [np.clip(s, EPS, 1 - EPS) for s in picked]
         # logloss is linear in row weights, so the seed average is one vector of per-row losses
-        self.losses = np.mean([-(labels * np.log(q) + (1 - labels) * np.log(1 - q)) for q in p], axis=0) \
-            if rows.any() else np.empty(0)
+        self.losses = np.mean([row_losses(s, labels) for s in picked], axis=0) if rows.any() else np.empty(0)
 
     def metric(self, metric: str) -> float:
         if not self.rows.any():

@@ -70,7 +70,8 @@ class SortedScores:
             return np.where(denominator > 0, (pos * (below + 0.5 * neg)).sum(axis=1) / denominator, np.nan)
 
 
-def _row_losses(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def row_losses(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-row log loss (scores clipped to [1e-7, 1 - 1e-7]): linear in row weights."""
     p = np.clip(scores, 1e-7, 1 - 1e-7)
     return -(labels * np.log(p) + (1 - labels) * np.log(1 - p))
 
@@ -180,7 +181,7 @@ def paired_effect(control: list[np.ndarray], treatment: list[np.ndarray], labels
             return ranked[1][i].auc_many(weights) - ranked[0][i].auc_many(weights)
     elif metric == "logloss":
         rows = np.bincount(user_index, minlength=n_users).astype(float)
-        loss = [[np.bincount(user_index, weights=_row_losses(np.asarray(s, float), labels), minlength=n_users)
+        loss = [[np.bincount(user_index, weights=row_losses(np.asarray(s, float), labels), minlength=n_users)
                  for s in arm] for arm in (control, treatment)]
         value = lambda arm, i: float(loss[arm][i].sum() / rows.sum())  # noqa: E731
         delta_many = lambda i, c: (c @ (loss[1][i] - loss[0][i])) / (c @ rows)  # noqa: E731
