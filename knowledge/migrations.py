@@ -148,10 +148,30 @@ def m003_rollouts(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE lessons ADD COLUMN evidence JSON")             # breached guards, rollout, ...
 
 
+def m004_sandbox(con: duckdb.DuckDBPyConnection) -> None:
+    """The OS sandbox and its faults: how each run was confined, which process owns a
+    running row (so a killed one is marked abandoned), and the protected files a person
+    trusted (the harness refuses a main whose protected files changed behind its back)."""
+    con.execute("ALTER TABLE runs ADD COLUMN sandbox TEXT")          # 'bwrap' | 'none'
+    con.execute("ALTER TABLE runs ADD COLUMN network BOOLEAN")       # the manifest let it use the network
+    con.execute("ALTER TABLE runs ADD COLUMN owner_pid BIGINT")      # the agentx process running it
+    con.execute("ALTER TABLE runs ADD COLUMN owner_started DOUBLE")  # that process's start time (epoch s)
+    con.execute("ALTER TABLE runs ADD COLUMN owner_host TEXT")
+    con.execute("ALTER TABLE verdicts ADD COLUMN sandbox TEXT")      # 'bwrap' | 'none' | 'mixed'
+    con.execute(f"""
+        CREATE TABLE trusted_protected (
+            path TEXT PRIMARY KEY,          -- a protected file, relative to the workspace root
+            blob TEXT NOT NULL,             -- its git blob sha ('absent' when it does not exist)
+            commit_sha TEXT NOT NULL,       -- main's commit when it was trusted
+            trusted_by TEXT NOT NULL,       -- the command that trusted it: 'agentx init', 'agentx trust', ...
+            trusted_at TIMESTAMP NOT NULL DEFAULT {_NOW})""")
+
+
 MIGRATIONS: list[Migration] = [
     m001_initial,
     m002_loop,
     m003_rollouts,
+    m004_sandbox,
 ]
 
 

@@ -54,7 +54,7 @@ from knowledge.connect import connect_with_retry
 from knowledge.migrations import MIGRATIONS, Migration, migrate
 
 RUN_ARMS = ("baseline", "control", "treatment")
-RUN_STATUSES = ("running", "ok", "invalid", "error", "timeout", "memory", "died")
+RUN_STATUSES = ("running", "ok", "invalid", "error", "timeout", "memory", "died", "disk", "abandoned")
 MEMORY = ":memory:"
 _ID_CONFLICT_ATTEMPTS = 10
 WARM_S = 0.2         # an idle KB closes its last connection after this long
