@@ -181,6 +181,14 @@ class FeatureSpec(_Section):
         return _relative_path(value)
 
 
+class SandboxSpec(_Section):
+    """How experiment kernels are confined (tools/confine.py)."""
+
+    network: bool = Field(default=False, description="let experiment code use the network (shown on every verdict)")
+    run_dir_mb: int = Field(default=2048, gt=0, description="size cap of the run directory, the one writable folder")
+    tmp_mb: int = Field(default=1024, gt=0, description="size of the kernel's private /tmp")
+
+
 class Manifest(_Section):
     workspace: WorkspaceInfo
     train: TrainSpec
@@ -190,6 +198,7 @@ class Manifest(_Section):
     guardrails: Guardrails = Guardrails()
     paths: PathRules
     features: FeatureSpec = FeatureSpec()
+    sandbox: SandboxSpec = SandboxSpec()
 
     @model_validator(mode="after")
     def _data_module_protected(self) -> Manifest:

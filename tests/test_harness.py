@@ -65,13 +65,23 @@ json.dump(seen, open(os.path.join(run_dir, 'seen.json'), 'w'))
         assert len(list(csv.DictReader(f))) == 20  # the micro tier's eval_rows
 
 
-def test_write_to_protected_file_invalidates_the_run(setup):
+def test_write_to_protected_file_is_refused_by_the_sandbox(setup):
     harness, kb, checkout = setup
+    path = checkout(wrap_main("open('data.py', 'a').write('# tuned')"))
+    run = harness.run(path, "c0ffee", tier="micro", seed=0, arm="treatment")
+    assert run.status == "error" and run.failure_kind == "crash" and not run.metrics
+    assert "Read-only file system" in run.failure_detail
+    assert "# tuned" not in (path / "data.py").read_text() and "# tuned" not in (harness.workspace / "data.py").read_text()
+    assert kb.get_run(run.run_id)["sandbox"] == "bwrap"
+
+
+def test_write_to_protected_file_invalidates_an_unsandboxed_run(setup):
+    harness, kb, checkout = setup
+    harness.sandboxed = False
     run = harness.run(checkout(wrap_main("open('data.py', 'a').write('# tuned')")), "c0ffee",
                       tier="micro", seed=0, arm="treatment")
-    assert run.status == "invalid" and run.failure_kind == "tamper"
-    assert "data.py" in run.failure_detail and not run.metrics
-    assert kb.query("SELECT status, failure_kind FROM runs")[0] == {"status": "invalid", "failure_kind": "tamper"}
+    assert run.status == "invalid" and run.failure_kind == "tamper" and "data.py" in run.failure_detail
+    assert kb.get_run(run.run_id)["sandbox"] == "none"
 
 
 def test_branch_that_edits_protected_file_is_invalid(setup):
@@ -112,14 +122,16 @@ def test_endless_training_is_a_timeout(setup):
 def test_secrets_do_not_reach_the_kernel(setup, monkeypatch):
     harness, kb, checkout = setup
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
-    monkeypatch.setenv("AGENTX_VISIBLE", "yes")
+    monkeypatch.setenv("AGENTX_ORDINARY", "yes")          # not on the allowlist: not passed either
+    harness.extra_env = {"AGENTX_VISIBLE": "yes"}         # what the harness passes on purpose
     probe = wrap_main("import os, json\njson.dump(dict(os.environ), open(os.path.join(run_dir, 'env.json'), 'w'))")
     run = harness.run(checkout(probe), "c0ffee", tier="micro", seed=0, arm="baseline")
     assert run.ok, run.failure_detail
     import json
     (row,) = kb.query("SELECT run_dir FROM runs WHERE id = ?", [run.run_id])
     env = json.load(open(f"{row['run_dir']}/env.json"))
-    assert "OPENAI_API_KEY" not in env and env["AGENTX_VISIBLE"] == "yes"
+    assert "OPENAI_API_KEY" not in env and "AGENTX_ORDINARY" not in env and env["AGENTX_VISIBLE"] == "yes"
+    assert env["HOME"] == "/tmp/home" and env["AGENTX_SANDBOX"] == "bwrap"
 
 
 def test_warm_kernels_are_fresh_per_run_and_work_in_the_checkout(tiny_template, tmp_path):
@@ -135,8 +147,8 @@ def test_warm_kernels_are_fresh_per_run_and_work_in_the_checkout(tiny_template, 
             path = tmp_path / f"co{i}"
             shutil.copytree(base, path)
             with open(path / "train.py", "a") as f:
-                f.write("\n" + wrap_main("import json\njson.dump({'pid': os.getpid(), 'cwd': os.getcwd(), "
-                                         "'ran_before': globals().get('_ran', False)}, "
+                f.write(f"\nMARK = {i}\n" + wrap_main("import json\njson.dump({'pid': os.getpid(), 'cwd': os.getcwd(), "
+                                         "'mark': MARK, 'ran_before': globals().get('_ran', False)}, "
                                          "open(os.path.join(run_dir, 'who.json'), 'w'))\n"
                                          "globals()['_ran'] = True") + "\n")
             run = harness.run(path, "c0ffee", tier="micro", seed=0, arm="baseline")
@@ -145,7 +157,8 @@ def test_warm_kernels_are_fresh_per_run_and_work_in_the_checkout(tiny_template, 
             seen.append((json.load(open(f"{row['run_dir']}/who.json")), path))
         (first, p0), (second, p1) = seen
         assert first["pid"] != second["pid"]                     # one kernel per run
-        assert first["cwd"] == str(p0) and second["cwd"] == str(p1)
+        assert first["cwd"] == second["cwd"] == "/ax/work"        # the checkout, as the sandbox shows it
+        assert (first["mark"], second["mark"]) == (0, 1)          # each ran its own code
         assert not first["ran_before"] and not second["ran_before"]
     finally:
         harness.close()

@@ -18,6 +18,7 @@ from agentx.workspace import load_manifest
 from knowledge import KnowledgeBase
 from tests.conftest import SHARED_CACHE, wrap_main
 from tools.git_repo import WorkspaceRepo, resolve_template
+from tools.harness import AUDIT_LOG
 from tools.harness import Harness
 from tools.planted import BUGS, PlantError, get_bug, plant
 from tools.scoring import InvalidPredictions, check_alignment, score_run
@@ -64,18 +65,18 @@ def test_touching_harness_paths_is_a_leak(tiny):
     splits, cache = harness.splits, harness.cache
     # listing the splits folder, a glob under it, pathlib's rglob and read_text, a relative open after
     # chdir, a shell command naming it: each is one audit event the hook must record
-    outcome = run(f"""
-import glob, os, subprocess
-from pathlib import Path
-os.listdir({str(splits.root.parent)!r})
-glob.glob({str(splits.root.parent)!r} + '/*/test.csv')
-[p.read_text() for p in Path({str(cache)!r}).rglob('DONE')]
-os.chdir({str(splits.root)!r}); open('test.csv').read(); os.chdir(run_dir)
-subprocess.run(['true', {str(splits.root)!r} + '/test.csv'])
-""")
+    # (in the sandbox none of those paths exists: each attempt fails, so each is tried on its own)
+    attempts = [f"os.listdir({str(splits.root.parent)!r})",
+                f"glob.glob({str(splits.root.parent)!r} + '/*/test.csv')",
+                f"[p.read_text() for p in Path({str(cache)!r}).rglob('DONE')]",
+                f"os.chdir({str(splits.root)!r}); open('test.csv').read()",
+                f"open({str(splits.file('test'))!r}).read()",
+                f"subprocess.run(['true', {str(splits.root)!r} + '/test.csv'])"]
+    outcome = run("import glob, os, subprocess\nfrom pathlib import Path\nhere = os.getcwd()\n"
+                  + "".join(f"try:\n    {a}\nexcept OSError:\n    pass\nos.chdir(here)\n" for a in attempts))
     assert outcome.status == "invalid" and outcome.failure_kind == "leak" and not outcome.metrics
     assert str(cache) in outcome.failure_detail
-    audit = Path(harness.kb.get_run(outcome.run_id)["run_dir"]).parents[1] / "audit" / f"{outcome.run_id}.jsonl"
+    audit = Path(harness.kb.get_run(outcome.run_id)["run_dir"]) / AUDIT_LOG
     events = [json.loads(line) for line in audit.read_text().splitlines()]
     assert {e["event"] for e in events} >= {"os.listdir", "glob.glob", "os.scandir", "os.chdir", "open",
                                             "subprocess.Popen"}
@@ -222,7 +223,7 @@ def test_honest_branch_passes_every_detector(movielens):
     run = harness.run(worktree.path, repo.commit(worktree, "Touch the README"), tier="micro", seed=0, arm="treatment")
     assert run.ok, f"{run.failure_kind}: {run.failure_detail}"
     assert 0.0 < run.metric("test", "auc") < 1.0 and run.metric("run", "p95_latency_ms") > 0
-    audit = Path(harness.kb.get_run(run.run_id)["run_dir"]).parents[1] / "audit" / f"{run.run_id}.jsonl"
+    audit = Path(harness.kb.get_run(run.run_id)["run_dir"]) / AUDIT_LOG
     assert audit.is_file() and audit.read_text() == ""            # the hook ran and saw nothing
 
 

@@ -46,9 +46,9 @@ from __future__ import annotations
 
 import ast
 import filecmp
-import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 import uuid
@@ -56,15 +56,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agentx.errors import UserError
 from agentx.paths import state_dir
 from agentx.workspace import Manifest
-from tools.pool import KernelPool
-from tools.sandbox import ExecutionResult, Sandbox
+from tools.confine import RUN, WORK, Confinement, probe
+from tools.pool import KernelPool, Slot, start_kernel
+from tools.sandbox import ExecutionResult, Sandbox, free_space
+from tools.staging import changed, entrypoint_file, is_disk_full, protected_digest, stage_code
 from tools.scoring import InvalidPredictions, auc, check_alignment, popularity_scores, score_run
 from tools.splits import EVAL_SPLITS, Splits, materialise, prepare_splits, tier_rows
 
 # Kernel status -> the failure kind lessons and reports use.
-FAILURE_KIND = {"error": "crash", "timeout": "timeout", "memory": "memory", "died": "died"}
+FAILURE_KIND = {"error": "crash", "timeout": "timeout", "memory": "memory", "died": "died", "disk": "disk"}
 
 # Harness-owned, first in the kernel: the audit hook (see the module docstring). It must never
 # raise: an exception from an audit hook aborts the operation that raised the event.
@@ -143,6 +146,8 @@ BOOT = """
 _agentx_audit = _agentx_install_audit({log!r}, {watched!r}, {allowed!r}, {needles!r})
 del _agentx_install_audit
 import importlib, os, sys, time
+os.chdir({cwd!r})
+importlib.invalidate_caches()
 sys.path.insert(0, os.getcwd())
 _agentx_t0 = time.perf_counter()
 _agentx_model = getattr(importlib.import_module({module!r}), {function!r})({run_dir!r})
@@ -150,6 +155,7 @@ _agentx_train_s = time.perf_counter() - _agentx_t0
 """
 
 AUDIT_READ = "_agentx_audit()"
+AUDIT_LOG = ".agentx-audit.jsonl"   # in the run directory: the one place a confined kernel may write
 
 # Harness-owned measurement in the kernel: parameter count and inference latency of the
 # trained model on a fixed batch of the run's own test rows.
@@ -239,30 +245,18 @@ def _read_audit(box: Sandbox, log: Path, report: dict) -> list[dict]:
     return [{"event": event, "path": path} for event, path in unique]
 
 
-def protected_digest(root: Path, rules: list[str]) -> dict[str, str]:
-    """sha256 of every file under the protected rules (a missing file hashes as 'absent')."""
-    digest = {}
-    for rule in rules:
-        target = root / rule
-        files = sorted(p for p in target.rglob("*") if p.is_file()) if target.is_dir() else [target]
-        for path in files:
-            rel = str(path.relative_to(root))
-            digest[rel] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "absent"
-    return digest
-
-
-def _changed(before: dict[str, str], after: dict[str, str]) -> list[str]:
-    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-
-
 class Harness:
     """Runs the workspace's entrypoint on a checkout and records the outcome in the KB."""
 
     def __init__(self, workspace: Path, manifest: Manifest, kb, cache: Path, *,
                  python: str = sys.executable, extra_env: dict[str, str] | None = None,
                  memory_limit_mb: int | None = 8192, progress: Callable[[str], None] = lambda _: None,
-                 warm_kernels: bool = False):
+                 warm_kernels: bool = False, sandboxed: bool = True):
+        """`sandboxed=False` runs kernels without the OS sandbox (`--unsandboxed`): every run
+        row, verdict and pull request then says so. With it, a machine without bubblewrap
+        makes the first run (or a warm pool, at once) raise SandboxUnavailable."""
         self.workspace = Path(workspace)
+        self.sandboxed = sandboxed
         self.manifest = manifest
         self.kb = kb
         self.cache = Path(cache)
@@ -272,9 +266,30 @@ class Harness:
         self.progress = progress
         self._splits: Splits | None = None
         self._popularity: dict[str, float] = {}
+        self._reference: tuple[str, dict[str, str]] | None = None   # (main's head, its protected blobs)
+        if sandboxed and warm_kernels:
+            probe()                                # no sandbox: say so now, not in a pool thread
         # Warm kernels (tools/pool.py): start-up and library imports happen before a run needs them.
-        self.pool = KernelPool(python=python, extra_env=self.extra_env, memory_limit_mb=memory_limit_mb,
+        self.pool = KernelPool(python=python, slots=self.slots, confine=self.confinement,
+                               extra_env=self.extra_env, memory_limit_mb=memory_limit_mb,
                                preload=manifest.train.preload) if warm_kernels else None
+
+    @property
+    def isolation(self) -> str:
+        """What confines this harness's kernels: 'bwrap', or 'none' (--unsandboxed)."""
+        return "bwrap" if self.sandboxed else "none"
+
+    @property
+    def slots(self) -> Path:
+        return state_dir(self.workspace) / "slots"
+
+    def confinement(self, slot: Slot) -> Confinement | None:
+        """The sandbox of a kernel working in `slot` (None when unsandboxed)."""
+        if not self.sandboxed:
+            return None
+        spec = self.manifest.sandbox
+        return Confinement(probe(), slot.work, slot.run, network=spec.network, run_mb=spec.run_dir_mb,
+                           tmp_mb=spec.tmp_mb)
 
     def close(self) -> None:
         if self.pool is not None:
@@ -282,9 +297,18 @@ class Harness:
 
     @property
     def splits(self) -> Splits:
-        if self._splits is None:
-            self.progress("preparing data splits (the protected data module, run by the harness)")
-            self._splits = prepare_splits(self.workspace, self.manifest, self.cache)
+        """The splits of main's head, made by the data module read from its git objects, once
+        per main head and only after its protected files matched the trusted ledger
+        (tools/trust.py: ProtectedChangedError otherwise)."""
+        from tools.git_repo import WorkspaceRepo
+        from tools.trust import verify_protected
+
+        repo = self.__dict__.setdefault("_splits_repo", None) or WorkspaceRepo(self.workspace)
+        self._splits_repo = repo
+        if self._splits is None or getattr(self, "_splits_head", None) != repo.head():
+            head = verify_protected(repo, self.kb, self.manifest)
+            self.progress("preparing data splits (the protected data module of main, run by the harness)")
+            self._splits, self._splits_head = prepare_splits(repo, head, self.manifest, self.cache), head
         return self._splits
 
     def reusable(self, commit: str, tier: str, seed: int) -> RunOutcome | None:
@@ -312,84 +336,164 @@ class Harness:
             phases[name] = round(phases.get(name, 0.0) + now - since, 4)
             return now
 
-        tier_spec = getattr(self.manifest.tiers, tier)
+        tier_spec = self.tier(tier)
+        module = self.manifest.train.module
+        if entrypoint_file(self.workspace, module) is None and entrypoint_file(Path(checkout), module) is None:
+            raise UserError(f"the entrypoint {self.manifest.train.entrypoint!r} ([train] entrypoint in agentx.toml) "
+                            f"names module {module!r}, which is neither in {checkout} nor in {self.workspace}; "
+                            "fix the manifest or add the module")
         run_id = f"R-{uuid.uuid4().hex[:10]}"
         run_dir = state_dir(self.workspace) / "runs" / run_id
         splits = self.splits
-        materialise(splits, run_dir, tier, tier_spec, seed, run_id)
         t = lap("materialise", started)
         self.kb.add_run(id=run_id, experiment_id=experiment_id, arm=arm, commit_sha=commit, seed=seed,
-                        tier=tier, status="running", run_dir=str(run_dir))
+                        tier=tier, status="running", run_dir=str(run_dir), sandbox=self.isolation,
+                        network=self.sandboxed and self.manifest.sandbox.network)
         t = lap("kb", t)
         rules = self.manifest.paths.protected
-        reference = protected_digest(self.workspace, rules)
+        reference = self.protected_reference()
+        # The code to run must carry the base's protected files: checked before a kernel is spent.
+        early = changed(reference, protected_digest(Path(checkout), rules))
+        if early:
+            outcome = RunOutcome(run_id, "invalid", "tamper", "protected paths differ from the base commit: "
+                                 + ", ".join(early))
+        elif entrypoint_file(Path(checkout), module) is None:
+            outcome = RunOutcome(run_id, "error", "crash", f"the entrypoint module {module!r} is missing from "
+                                 "this commit (it was deleted or renamed); no kernel was started")
+        else:
+            outcome = None
         t = lap("protect", t)
-        self.progress(f"{run_id}: {arm} {tier} seed {seed} in a fresh kernel")
-
-        audit = self._audit_spec(run_id, run_dir, Path(checkout))
-        result, report, touched = self._execute(checkout, run_dir, tier_spec.timeout_s, audit)
+        if outcome is not None:
+            self._record(outcome, {}, phases)
+            return outcome
+        self.progress(f"{run_id}: {arm} {tier} seed {seed} in a fresh kernel"
+                      + ("" if self.sandboxed else " (unsandboxed)"))
+        result, report, touched, after = self._execute(Path(checkout), run_id, run_dir, tier, tier_spec, seed, splits)
         t = lap("kernel", t)
-        # The checkout must match the base after the run (neither the branch nor the kernel may
-        # change a protected path), and the base itself must be untouched.
-        tampered = sorted(set(_changed(reference, protected_digest(checkout, rules)))
-                          | set(_changed(reference, protected_digest(self.workspace, rules))))
-        # the rows it was given to score: writing fewer (or other) rows into them would make
-        # the missing-rows check, and every later join, judge a different slice
-        given = tier_rows(splits, tier_spec)
-        tampered += [f"{run_id}/{split}.csv" for split in EVAL_SPLITS
-                     if not (run_dir / f"{split}.csv").is_file()
-                     or not filecmp.cmp(run_dir / f"{split}.csv", given / f"{split}.csv", shallow=False)]
-        t = lap("protect", t)
-        outcome = self._judge(run_id, run_dir, result, report, tampered, touched, tier)
+        if result is None:                     # the harness itself could not write (a full disk)
+            outcome = RunOutcome(run_id, "disk", "disk", report["disk"])
+        else:
+            # Neither the code the kernel ran nor the main checkout may have changed a protected path.
+            tampered = sorted(set(changed(reference, after))
+                              | set(changed(reference, self._main_protected(rules))))
+            # the rows it was given to score: writing fewer (or other) rows into them would make
+            # the missing-rows check, and every later join, judge a different slice
+            given = tier_rows(splits, tier_spec)
+            tampered += [f"{run_id}/{split}.csv" for split in EVAL_SPLITS
+                         if not (run_dir / f"{split}.csv").is_file()
+                         or not filecmp.cmp(run_dir / f"{split}.csv", given / f"{split}.csv", shallow=False)]
+            t = lap("protect", t)
+            outcome = self._judge(run_id, run_dir, result, report, tampered, touched, tier)
         t = lap("score", t)
         outcome = RunOutcome(**{**outcome.__dict__, "wall_s": time.perf_counter() - started,
                                 "kernel_start_s": report.get("kernel_start_s", 0.0),
-                                "exec_s": report.get("exec_s", result.duration_s)})
+                                "exec_s": report.get("exec_s", result.duration_s if result else 0.0)})
         self._record(outcome, report, phases)
         return outcome
 
-    def _audit_spec(self, run_id: str, run_dir: Path, checkout: Path) -> AuditSpec:
-        """What the kernel's audit hook watches: every harness-owned path a run has no business in."""
+    def tier(self, name: str):
+        """The manifest's tier of that name; a UserError listing the tiers otherwise."""
+        names = list(type(self.manifest.tiers).model_fields)
+        if name not in names:
+            raise UserError(f"unknown tier {name!r}: this workspace has {', '.join(names)}")
+        return getattr(self.manifest.tiers, name)
+
+    def protected_reference(self) -> dict[str, str]:
+        """The protected files' blobs in main's head commit (from git objects, never the
+        working tree); a workspace that is not a git repository (tests) hashes its files."""
+        if not (self.workspace / ".git").exists():
+            return protected_digest(self.workspace, self.manifest.paths.protected)
+        from tools.git_repo import WorkspaceRepo
+
+        repo = WorkspaceRepo(self.workspace)
+        head = repo.head()
+        if self._reference is None or self._reference[0] != head:
+            self._reference = (head, repo.blobs(head, self.manifest.paths.protected))
+        return self._reference[1]
+
+    def _main_protected(self, rules: list[str]) -> dict[str, str]:
+        """The main checkout's protected files now (a kernel without the sandbox could write them)."""
+        return protected_digest(self.workspace, rules)
+
+    def _audit_spec(self, run_id: str, slot: Slot, confined: bool) -> AuditSpec:
+        """What the kernel's audit hook watches: every harness-owned path a run has no business in.
+        Confined, none of them exists in the kernel's view; the hook then only names the attempt."""
         state = state_dir(self.workspace)
         watched = [self.cache, self.splits.root, self.splits.root.parent, state / "runs", state / "audit"]
         kb_path = getattr(self.kb, "path", None)
         if kb_path and kb_path != ":memory:":
             watched += [Path(kb_path), Path(f"{kb_path}.wal")]
-        log = state / "audit" / f"{run_id}.jsonl"
-        log.parent.mkdir(parents=True, exist_ok=True)
         forms = sorted({form for p in watched for form in (os.path.abspath(p), os.path.realpath(p))})
         home = os.path.expanduser("~")
         needles = forms + ["~" + f[len(home):] for f in forms if f.startswith(home + os.sep)]
         needles += ["$AGENTX_CACHE_DIR", "${AGENTX_CACHE_DIR}"]
-        allowed = sorted({form for p in (run_dir, checkout) for form in (os.path.abspath(p), os.path.realpath(p))})
-        return AuditSpec(log, forms, allowed, needles)
+        if confined:
+            return AuditSpec(Path(RUN) / AUDIT_LOG, forms, [RUN, WORK], needles)
+        allowed = sorted({form for p in (slot.run, slot.work) for form in (os.path.abspath(p), os.path.realpath(p))})
+        return AuditSpec(slot.run / AUDIT_LOG, forms, allowed, needles)
 
-    def _execute(self, checkout: Path, run_dir: Path, timeout_s: float,
-                 audit: AuditSpec) -> tuple[ExecutionResult, dict, list[dict]]:
-        module, function = self.manifest.train.module, self.manifest.train.function
+    def _take_kernel(self) -> tuple[Sandbox, Slot, float]:
         if self.pool is not None:
-            box, kernel_start_s = self.pool.take(checkout)
-        else:
-            box = Sandbox(checkout, python=self.python, extra_env=self.extra_env, memory_limit_mb=self.memory_limit_mb)
-            kernel_start_s = box.start()
-        # The tier's timeout is for the workspace's code: waiting for a kernel (a warm one still
-        # importing its libraries on a busy machine) must not eat into it.
-        deadline = time.perf_counter() + timeout_s
-        with box:
-            boot = AUDIT_HOOK + BOOT.format(log=str(audit.log), watched=audit.watched, allowed=audit.allowed,
-                                            needles=audit.needles, module=module, function=function,
-                                            run_dir=str(run_dir))
-            result = box.execute(boot, timeout_s=max(1.0, deadline - time.perf_counter()))
-            report: dict = {"kernel_start_s": kernel_start_s, "exec_s": result.duration_s}
-            if result.ok:
-                measured = box.execute(REPORT.format(batch_csv=str(run_dir / "test.csv"),
-                                                     id_column=self.manifest.data.id_column), timeout_s=60)
-                report["exec_s"] += measured.duration_s
-                if measured.ok and isinstance(measured_json := _kernel_json(measured.result_text), dict):
-                    report.update(measured_json)
-            touched = _read_audit(box, audit.log, report)
-        (run_dir / "kernel.log").write_text(result.stdout + result.stderr + (result.traceback or ""))
-        return result, report, touched
+            return self.pool.take()
+        slot = Slot.create(self.slots)
+        try:
+            box = start_kernel(slot, self.confinement, python=self.python, extra_env=self.extra_env,
+                               memory_limit_mb=self.memory_limit_mb)
+        except BaseException:
+            slot.remove()
+            raise
+        return box, slot, box.kernel_start_s or 0.0
+
+    def _execute(self, checkout: Path, run_id: str, run_dir: Path, tier: str, tier_spec, seed: int,
+                 splits: Splits) -> tuple[ExecutionResult | None, dict, list[dict], dict[str, str]]:
+        """Stage the code and rows in a kernel's slot, run the entrypoint and the harness's
+        cells, move the run directory into place. Returns (None, {"disk": why}, ...) when the
+        harness could not write (a full disk): that is the run's failure, not a crash."""
+        box, slot, kernel_start_s = self._take_kernel()
+        confined = box.confinement is not None
+        report: dict = {"kernel_start_s": kernel_start_s, "exec_s": 0.0}
+        result: ExecutionResult | None = None
+        touched: list[dict] = []
+        after: dict[str, str] = {}
+        try:
+            with box:
+                stage_code(checkout, slot.work, link=confined)
+                materialise(splits, slot.run, tier, tier_spec, seed, run_id)
+                audit = self._audit_spec(run_id, slot, confined)
+                seen_run = RUN if confined else str(slot.run)
+                # The tier's timeout is for the workspace's code: waiting for a kernel (a warm one
+                # still importing its libraries on a busy machine) must not eat into it.
+                boot = AUDIT_HOOK + BOOT.format(log=str(audit.log), watched=audit.watched, allowed=audit.allowed,
+                                                needles=audit.needles, module=self.manifest.train.module,
+                                                function=self.manifest.train.function, run_dir=seen_run,
+                                                cwd=WORK if confined else str(slot.work))
+                result = box.execute(boot, timeout_s=tier_spec.timeout_s)
+                report["exec_s"] = result.duration_s
+                if result.ok:
+                    measured = box.execute(REPORT.format(batch_csv=f"{seen_run}/test.csv",
+                                                         id_column=self.manifest.data.id_column), timeout_s=60)
+                    report["exec_s"] += measured.duration_s
+                    if measured.ok and isinstance(measured_json := _kernel_json(measured.result_text), dict):
+                        report.update(measured_json)
+                touched = _read_audit(box, slot.run / AUDIT_LOG, report)
+            after = protected_digest(slot.work, self.manifest.paths.protected)
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(slot.run, run_dir)
+            (run_dir / "kernel.log").write_text(result.stdout + result.stderr + (result.traceback or ""))
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            report["disk"] = f"the harness could not write the run's files ({exc.strerror}); {free_space(slot.root)}"
+            result = None
+        finally:
+            box.shutdown()
+            if slot.run.exists() and not run_dir.exists():
+                try:
+                    os.replace(slot.run, run_dir)
+                except OSError:
+                    pass
+            slot.remove()
+        return result, report, touched, after
 
     def _judge(self, run_id: str, run_dir: Path, result: ExecutionResult, report: dict,
                tampered: list[str], touched: list[dict], tier: str) -> RunOutcome:

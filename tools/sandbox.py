@@ -19,8 +19,15 @@ What the sandbox does:
   the last expression into a typed `ExecutionResult`; it never raises for what the code
   did. It raises `SandboxStartError` only when the kernel cannot be started at all.
 
-What the sandbox does NOT protect against (it is a crash and runaway guard, not a
-security boundary; run untrusted code in a container or VM on top of it):
+- with a `Confinement` (tools/confine.py, what the harness uses unless told
+  `--unsandboxed`), runs the kernel inside bubblewrap: its own mount, PID, user, IPC and
+  network namespaces, a read-only view of the code, one writable run directory whose size
+  is capped (polled with the memory, plus RLIMIT_FSIZE per file: status "disk"), no view
+  of the labels, the KB, the main checkout or the home directory, an allowlisted
+  environment. tools/confine.py's docstring says what that does and does not stop.
+
+What the sandbox does NOT protect against WITHOUT a confinement (then it is a crash and
+runaway guard, not a security boundary):
 
 - the kernel runs as your user with your file system and network: it can read and write
   any file you can (including files outside the worktree and secrets stored on disk, such
@@ -69,11 +76,15 @@ from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.provisioning import LocalProvisioner
 
-Status = Literal["ok", "error", "timeout", "memory", "died"]
+from tools.confine import Confinement
+
+Status = Literal["ok", "error", "timeout", "memory", "died", "disk"]
 
 INTERRUPT_GRACE_S = 2.0  # after SIGINT at the deadline, how long before SIGKILL
 POLL_S = 0.1  # iopub wait per loop turn: bounds how late we see a deadline or a death
 WATCHDOG_PERIOD_S = 0.05  # memory poll period
+DISK_EVERY = 2  # the writable folders' size is summed every DISK_EVERY memory polls
+DISK_ERRNOS = ("[Errno 28]", "[Errno 27]", "[Errno 122]")  # ENOSPC, EFBIG (RLIMIT_FSIZE), EDQUOT
 KERNEL_LOG_TAIL = 2000  # chars of the kernel process's own stdout/stderr kept in `detail`
 
 _SECRET_NAME = re.compile(
@@ -92,6 +103,14 @@ def is_secret_name(name: str) -> bool:
 def scrub_env(env: Mapping[str, str]) -> dict[str, str]:
     """A copy of `env` without the variables `is_secret_name` flags."""
     return {k: v for k, v in env.items() if not is_secret_name(k)}
+
+
+def free_space(path: Path) -> str:
+    """'N.N GB free on the disk of PATH' (what a disk failure shows)."""
+    try:
+        return f"{shutil.disk_usage(path).free / 2**30:.1f} GB free on the disk of {path}"
+    except OSError:
+        return f"free space on the disk of {path} unknown"
 
 
 def strip_ansi(text: str) -> str:
@@ -205,25 +224,60 @@ def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> None:
             time.sleep(0.01)
 
 
+def folder_mb(paths: list[Path]) -> float:
+    """Bytes on disk under the folders (files counted once per inode), in MB."""
+    total, seen = 0, set()
+    stack = [str(p) for p in paths]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+                        else:
+                            st = entry.stat(follow_symlinks=False)
+                            if (st.st_dev, st.st_ino) not in seen:
+                                seen.add((st.st_dev, st.st_ino))
+                                total += st.st_blocks * 512
+                    except OSError:
+                        continue
+        except OSError:
+            continue
+    return total / 2**20
+
+
 class _MemoryWatchdog(threading.Thread):
-    """Polls the RSS of the kernel tree; records the peak and the descendants it saw;
-    kills the tree over the cap."""
+    """Polls the RSS of the kernel tree (and the size of its writable folders); records the
+    peak and the descendants it saw; kills the tree over either cap."""
 
     def __init__(self, proc: psutil.Process, limit_mb: float | None,
-                 seen: dict[int, psutil.Process]) -> None:
+                 seen: dict[int, psutil.Process], disk: list[Path] | None = None,
+                 disk_limit_mb: float | None = None) -> None:
         super().__init__(name=f"sandbox-memory-{proc.pid}", daemon=True)
         self.proc, self.limit_mb, self.seen = proc, limit_mb, seen
+        self.disk, self.disk_limit_mb = list(disk or []), disk_limit_mb
         self.peak_mb = 0.0
+        self.disk_mb = 0.0
         self.tripped = threading.Event()
+        self.disk_tripped = threading.Event()
         self._halt = threading.Event()
 
     def run(self) -> None:
+        turn = 0
         while not self._halt.is_set():
             self.sample()
             if self.limit_mb is not None and self.peak_mb > self.limit_mb:
                 self.tripped.set()  # before the kill, so a death seen later is attributed
                 _kill_tree(self.proc, self.seen)
                 return
+            if self.disk_limit_mb is not None and turn % DISK_EVERY == 0:
+                self.disk_mb = folder_mb(self.disk)
+                if self.disk_mb > self.disk_limit_mb:
+                    self.disk_tripped.set()
+                    _kill_tree(self.proc, self.seen)
+                    return
+            turn += 1
             self._halt.wait(WATCHDOG_PERIOD_S)
 
     def sample(self) -> None:
@@ -299,10 +353,12 @@ class Sandbox:
 
     def __init__(self, cwd: str | os.PathLike[str], *, python: str = sys.executable,
                  extra_env: Mapping[str, str] | None = None, memory_limit_mb: float | None = None,
-                 start_timeout_s: float = 60.0, max_output_chars: int = 1_000_000) -> None:
+                 start_timeout_s: float = 60.0, max_output_chars: int = 1_000_000,
+                 confinement: Confinement | None = None) -> None:
         self.cwd = Path(cwd).resolve()
         if not self.cwd.is_dir():
             raise NotADirectoryError(f"sandbox cwd {self.cwd} is not a directory")
+        self.confinement = confinement
         self.python = python
         self.extra_env = dict(extra_env or {})
         self.memory_limit_mb = memory_limit_mb
@@ -350,13 +406,17 @@ class Sandbox:
             return self.kernel_start_s
         t0 = time.perf_counter()
         self._tmp = Path(tempfile.mkdtemp(prefix="axk-", dir=_short_tmp_root()))
-        spec = KernelSpec(argv=[self.python, "-m", "ipykernel_launcher", "-f", "{connection_file}",
-                                "--HistoryManager.enabled=False"],
-                          display_name="agentx sandbox", language="python", interrupt_mode="signal")
+        argv = [self.python, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--HistoryManager.enabled=False"]
+        if self.confinement is not None:
+            env = self.confinement.environment(self.python, self.extra_env, self._tmp)
+            argv = self.confinement.command(argv, python=self.python, private=self._tmp, env=env)
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}   # bwrap's own; the kernel's is set inside
+        else:
+            env = {**scrub_env(os.environ), **self.extra_env, "IPYTHONDIR": str(self._tmp / "ipython")}
+        spec = KernelSpec(argv=argv, display_name="agentx sandbox", language="python", interrupt_mode="signal")
         self._km = KernelManager(transport="ipc", ip=str(self._tmp / "ipc"),
                                  connection_file=str(self._tmp / "kernel.json"),
                                  kernel_spec_manager=_FixedSpec(spec))
-        env = {**scrub_env(os.environ), **self.extra_env, "IPYTHONDIR": str(self._tmp / "ipython")}
         try:
             with open(self._tmp / "kernel.log", "wb") as log:
                 self._km.start_kernel(env=env, cwd=str(self.cwd), stdout=log, stderr=log)
@@ -382,7 +442,9 @@ class Sandbox:
         self.start()
         assert self._kc is not None and self._km is not None and self._proc and self._popen
         t0 = time.perf_counter()
-        watchdog = _MemoryWatchdog(self._proc, self.memory_limit_mb, self._seen)
+        cap = self.confinement
+        watchdog = _MemoryWatchdog(self._proc, self.memory_limit_mb, self._seen,
+                                   disk=[cap.run, self._tmp] if cap else None, disk_limit_mb=cap.run_mb if cap else None)
         col = _Collector(self._kc.execute(code, store_history=False, allow_stdin=False),
                          self.max_output_chars)
         watchdog.start()
@@ -394,6 +456,9 @@ class Sandbox:
         if status == "memory" and col.error is None:
             detail = (f"killed: kernel RSS reached {watchdog.peak_mb:.0f} MB, over the "
                       f"{self.memory_limit_mb:.0f} MB cap")
+        elif status == "disk" and cap is not None:
+            detail = ((detail + "; " if detail else "") + f"the run directory held {folder_mb([cap.run, self._tmp]):.0f} MB "
+                      f"(cap {cap.run_mb} MB); {free_space(cap.run)}")
         self._drain(col, timeout=0)  # output the kernel sent just before it stopped
         return self._result(status, col, t0, watchdog.peak_mb, detail)
 
@@ -422,6 +487,8 @@ class Sandbox:
         while True:
             if watchdog.tripped.is_set():
                 return self._die("memory cap", "memory", None)
+            if watchdog.disk_tripped.is_set():
+                return self._die("disk cap", "disk", "killed: the run directory went over its size cap")
             code = self._popen.poll()
             if code is not None:
                 if watchdog.tripped.is_set():
@@ -430,7 +497,7 @@ class Sandbox:
                                  f"kernel process exited with code {code}\n{self._kernel_log_tail()}")
             now = time.perf_counter()
             if interrupted_at is None and now >= deadline:
-                self._km.interrupt_kernel()
+                self._interrupt()
                 interrupted_at = now
             elif interrupted_at is not None and now >= interrupted_at + INTERRUPT_GRACE_S:
                 return self._die("timeout", "timeout",
@@ -447,7 +514,25 @@ class Sandbox:
         assert col.reply is not None
         if col.reply.get("status") == "ok":
             return "ok"
-        return "memory" if col.error and col.error.get("ename") == "MemoryError" else "error"
+        if col.error and col.error.get("ename") == "MemoryError":
+            return "memory"
+        text = f"{col.error.get('evalue', '')} {' '.join(col.error.get('traceback', []))}" if col.error else ""
+        return "disk" if any(code in text for code in DISK_ERRNOS) else "error"
+
+    def _interrupt(self) -> None:
+        """SIGINT to the kernel itself. Confined, the provisioner's process is bwrap, which
+        a SIGINT would kill; the kernel is the python below it."""
+        assert self._km is not None and self._proc is not None
+        if self.confinement is None:
+            self._km.interrupt_kernel()
+            return
+        for proc in _tree(self._proc)[1:]:
+            try:
+                if proc.cmdline()[1:3] == ["-m", "ipykernel_launcher"]:   # not bwrap, whose argv names it too
+                    proc.send_signal(signal.SIGINT)
+                    return
+            except psutil.Error:
+                continue
 
     def _drain(self, col: _Collector, timeout: float) -> None:
         """Read what iopub has (waiting up to `timeout` for the first message), then the reply."""
@@ -497,7 +582,7 @@ class Sandbox:
             result_text=col.result_text if col else None,
             duration_s=time.perf_counter() - t0,
             peak_rss_mb=peak_mb,
-            exit_code=self._exit_code if status in ("died", "memory", "timeout") and self._dead else None,
+            exit_code=self._exit_code if status in ("died", "memory", "timeout", "disk") and self._dead else None,
             detail=detail,
         )
 
