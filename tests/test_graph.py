@@ -15,7 +15,7 @@ from tools.git_repo import WorkspaceRepo
 def test_graph_shape():
     graph = build_graph().get_graph(xray=True)
     edges = sorted((e.source, e.target, e.conditional) for e in graph.edges)
-    assert edges == sorted([
+    expected = sorted([
         ("__start__", "brainstorm", False),
         ("brainstorm", "__end__", True),
         ("brainstorm", "experiment:develop", True),   # Send fan-out into the experiment subgraph
@@ -28,7 +28,8 @@ def test_graph_shape():
         ("close_round", "brainstorm", True),
         ("close_round", "__end__", True),
         ("evolve_harness", "brainstorm", False),
-    ]) or edges  # the assertion message shows the real edges
+    ])
+    assert edges == expected, edges  # the message shows the real edges
 
 
 @pytest.fixture
