@@ -19,7 +19,6 @@ def test_graph_shape():
         ("__start__", "brainstorm", False),
         ("brainstorm", "__end__", True),
         ("brainstorm", "experiment:develop", True),   # Send fan-out into the experiment subgraph
-        ("experiment:__start__", "experiment:develop", False),
         ("experiment:develop", "experiment:evaluate", True),
         ("experiment:develop", "experiment:record", True),
         ("experiment:evaluate", "experiment:record", False),
