@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from agentx import cli_features, cli_loop, cli_show
@@ -33,15 +34,60 @@ def init(
     directory: Annotated[Path, typer.Argument(help="where to create the workspace (must not exist or be empty)")],
     template: Annotated[str, typer.Option(help="bundled template to copy")] = "movielens-ctr",
 ) -> None:
-    """Create a workspace: copy a bundled model-repo template, git init it, commit."""
+    """Create a workspace: copy a bundled model-repo template, git init it, commit, and trust
+    its protected files (the ledger `agentx trust` updates)."""
+    from agentx.workspace import load_manifest
+    from knowledge import KnowledgeBase
+    from tools import trust as trusted
     from tools.git_repo import WorkspaceRepo
 
     try:
         repo = WorkspaceRepo.init_from_template(directory, template)
+        trusted.trust(repo, KnowledgeBase.for_workspace(repo.root), load_manifest(repo.root), by="agentx init")
     except UserError as exc:
         fail(exc)
     console.print(f"created workspace {directory} from template {template!r} at commit {repo.head()[:10]}")
     console.print(f"next: agentx baseline --workspace {directory}")
+
+
+@app.command()
+def trust(
+    workspace: WorkspaceOpt,
+    yes: Annotated[bool, typer.Option("--yes", help="trust without asking (needed when stdin is not a terminal)")]
+    = False,
+) -> None:
+    """Accept the protected files (data module, manifest, ...) as they are on main now.
+
+    The harness refuses to run while main's protected files differ from the ones a person
+    trusted (commits to them may come from experiment code). This prints what changed (path,
+    old -> new blob, the commits on main that changed it) and records main's files as trusted.
+    It needs a person: without --yes it asks, and refuses when stdin is not a terminal."""
+    import sys
+
+    from agentx.workspace import load_manifest
+    from knowledge import KnowledgeBase
+    from tools import trust as trusted
+    from tools.git_repo import WorkspaceRepo
+
+    try:
+        repo = WorkspaceRepo(workspace)
+        kb, manifest = KnowledgeBase.for_workspace(repo.root), load_manifest(repo.root)
+        head, blobs, changed = trusted.changes(repo, kb, manifest)
+        for change in changed:
+            console.print(f"{change.path}: {change.trusted[:10]} -> {change.now[:10]}")
+            for sha, author, subject in change.commits:
+                console.print(f"    {sha} {escape(author)}: {escape(subject)}")
+        if not changed and kb.trusted_protected():
+            console.print(f"main's protected files ({head[:10]}) already match the trusted ones; nothing to do")
+            return
+        if not yes:
+            if not sys.stdin.isatty():
+                raise UserError("agentx trust needs a person: run it in a terminal, or pass --yes")
+            typer.confirm(f"trust main's protected files as they are at {head[:10]}?", abort=True)
+        trusted.record(repo, kb, blobs, head, "agentx trust")     # exactly what was shown
+    except UserError as exc:
+        fail(exc)
+    console.print(f"trusted main's protected files at {head[:10]}; the harness will run with them")
 
 
 def _baseline_table(report) -> Table:

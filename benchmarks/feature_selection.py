@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -120,13 +122,21 @@ def movielens(quick: bool) -> dict:
     from tools.feature_catalog import load_catalog
     from tools.feature_stats import compute_stats, encode, read_train_valid
     from tools.scoring import auc
+    from tools.git_repo import WorkspaceRepo
     from tools.splits import prepare_splits
     import lightgbm as lgb
 
-    root = Path(__file__).resolve().parents[1] / "workspaces" / "movielens-ctr"
+    # The harness runs the data module of a commit: the template, committed in a scratch workspace
+    # (the splits are cached by the protected files' blobs, so every such workspace shares them).
+    scratch = Path(tempfile.mkdtemp(prefix="agentx-fs-bench-"))
+    repo = WorkspaceRepo.init_from_template(scratch / "ws", "movielens-ctr")
+    root = repo.root
     manifest = load_manifest(root)
     catalog = load_catalog(root, manifest)
-    train, valid = read_train_valid(prepare_splits(root, manifest, cache_dir()))
+    try:
+        train, valid = read_train_valid(prepare_splits(repo, repo.head(), manifest, cache_dir()))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     if quick:
         train = train.sample(10_000, random_state=0)
     stats = compute_stats(train, valid, catalog, "label", version="bench")

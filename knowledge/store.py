@@ -531,6 +531,21 @@ class KnowledgeBase:
                experiment_id: str | None = None) -> list[dict[str, Any]]:
         return self._select("events", "id", kind=kind, experiment_id=experiment_id)
 
+    # -- trusted protected files (tools/trust.py) ---------------------------------------
+
+    def trusted_protected(self) -> list[dict[str, Any]]:
+        """The ledger: the protected files' blobs a person trusted, one row per path."""
+        return self._select("trusted_protected", "path")
+
+    def trust_protected(self, rows: Mapping[str, str], commit: str, by: str) -> None:
+        """Replace the ledger with `rows` (path -> blob sha or 'absent') as of main's `commit`."""
+        with self._tx() as con:
+            con.execute("DELETE FROM trusted_protected")
+            for path, blob in rows.items():
+                self._insert(con, "trusted_protected", {"path": path, "blob": blob, "commit_sha": commit,
+                                                        "trusted_by": by, "trusted_at": utcnow()})
+
+
 
 def _next_experiment_id(con: duckdb.DuckDBPyConnection) -> str:
     (last,) = con.execute("SELECT max(CAST(substr(id, 2) AS INTEGER)) FROM experiments "

@@ -127,18 +127,22 @@ def test_processes_preparing_the_same_splits_at_once_all_get_them(tiny_template,
     import multiprocessing
 
     from agentx.workspace import load_manifest
+    from tools.git_repo import WorkspaceRepo
 
-    manifest = load_manifest(tiny_template)
+    ws = WorkspaceRepo.init_from_template(tmp_path / "ws", tiny_template)
+    manifest = load_manifest(ws.root)
     cache = tmp_path / "cache"
     context = multiprocessing.get_context("spawn")
     with context.Pool(4) as pool:
-        roots = pool.starmap(_prepare, [(tiny_template, manifest, cache)] * 4)
+        roots = pool.starmap(_prepare, [(ws.root, ws.head(), manifest, cache)] * 4)
     assert len(set(roots)) == 1 and (Path(roots[0]) / "DONE").is_file()
     assert sorted(p.name for p in Path(roots[0]).iterdir()) == ["DONE", "test.csv", "train.csv", "valid.csv"]
     assert [p.name for p in (cache / "splits").iterdir()] == [Path(roots[0]).name]   # no staging left
+    assert [p.name for p in (cache / "code").iterdir()] == [ws.tree(ws.head())]       # one export, no staging
 
 
-def _prepare(template, manifest, cache):
+def _prepare(root, commit, manifest, cache):
+    from tools.git_repo import WorkspaceRepo
     from tools.splits import prepare_splits
 
-    return str(prepare_splits(template, manifest, cache).root)
+    return str(prepare_splits(WorkspaceRepo(root), commit, manifest, cache).root)

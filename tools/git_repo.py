@@ -9,7 +9,11 @@ found again (`trailer_experiments`, `find_commits`).
 
 Commits made here never prompt: they use the repository's identity when one is
 configured, otherwise `agentx <agentx@localhost>`, and they are never GPG-signed.
-Commit hooks of the repository do run.
+Every repository here, worktrees included, is opened with `tools.git_safe.open_repo`: no
+hook of the repository runs (pre-commit, post-commit, post-checkout, post-merge, ...), nor
+any filter or merge driver the repository's own config sets (see tools/git_safe.py for
+what that does and does not cover). What the harness trusts is read from git objects:
+`export_tree` and `blobs`, never a working tree.
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ from pathlib import Path
 import git
 
 from agentx.errors import UserError
+from tools import git_safe
+from tools.git_safe import open_repo
 
 BRANCH_PREFIX = "agentx/"
 TRAILER_KEY = "Experiment-Id"
@@ -28,6 +34,7 @@ MANIFEST = "agentx.toml"
 IGNORED_LINES = (".agentx/", "__pycache__/")
 AGENTX_NAME, AGENTX_EMAIL = "agentx", "agentx@localhost"
 _EXP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_NO_DRIVERS = ("--no-ext-diff", "--no-textconv")   # diff drivers are config-set commands
 
 
 class GitRepoError(UserError, RuntimeError):
@@ -105,7 +112,7 @@ class WorkspaceRepo:
     def __init__(self, root: str | Path):
         root = Path(root)
         try:
-            self.repo = git.Repo(root)
+            self.repo = open_repo(root)
         except (git.InvalidGitRepositoryError, git.NoSuchPathError):
             raise NotAGitRepoError(
                 f"{root} is not a git repository (its top folder); "
@@ -137,9 +144,9 @@ class WorkspaceRepo:
         with repo.config_writer() as config:
             config.set_value("user", "name", AGENTX_NAME)
             config.set_value("user", "email", AGENTX_EMAIL)
-        repo.git.add(A=True)
         ws = cls(dest)
-        ws._commit(repo, f"Create workspace from template {src.name}")
+        ws.repo.git.add(A=True)
+        ws._commit(ws.repo, f"Create workspace from template {src.name}")
         return ws
 
     # --- refs -----------------------------------------------------------------------
@@ -209,7 +216,7 @@ class WorkspaceRepo:
     def commit(self, worktree: Worktree, message: str, exp_id: str | None = None) -> str:
         """Stage everything in the worktree and commit with an Experiment-Id trailer."""
         exp_id = exp_id or worktree.exp_id
-        wt = git.Repo(worktree.path)
+        wt = open_repo(worktree.path)
         wt.git.add(A=True)
         if not wt.git.diff("--cached", "--name-only"):
             raise NothingToCommitError(f"nothing to commit in {worktree.path} ({worktree.branch})")
@@ -219,14 +226,48 @@ class WorkspaceRepo:
 
     def diff(self, branch: str, base: str | None = None) -> str:
         """Unified diff of `branch` against its base commit (or `base`)."""
-        return self.repo.git.diff(self._base(branch, base), self.head(branch))
+        return self.repo.git.diff(*_NO_DRIVERS, self._base(branch, base), self.head(branch))
 
     def diff_stat(self, branch: str, base: str | None = None) -> str:
-        return self.repo.git.diff("--stat", self._base(branch, base), self.head(branch))
+        return self.repo.git.diff(*_NO_DRIVERS, "--stat", self._base(branch, base), self.head(branch))
 
     def changed_paths(self, branch: str, base: str | None = None) -> list[str]:
         out = self.repo.git.diff("--name-only", self._base(branch, base), self.head(branch))
         return out.splitlines()
+
+    # --- committed trees (what the harness trusts) -------------------------------------
+
+    def tree(self, commit: str) -> str:
+        """The sha of `commit`'s tree (equal trees: equal files)."""
+        return self.repo.git.rev_parse("--verify", f"{self.head(commit)}^{{tree}}")
+
+    def export_tree(self, commit: str, dest: str | Path) -> str:
+        """Write exactly `commit`'s committed files into `dest` (new or empty, no .git); return
+        the tree sha. Read from git objects: no working tree, filters or attributes."""
+        try:
+            return git_safe.export_tree(self.repo, self.head(commit), Path(dest))
+        except (git_safe.UnsafeTreeError, FileExistsError) as exc:
+            raise GitRepoError(f"cannot export {commit[:12]} to {dest}: {exc}") from None
+
+    def blobs(self, commit: str, rules: list[str]) -> dict[str, str]:
+        """path -> blob sha of every file under `rules` (files or folders) in `commit`;
+        a rule that names nothing there maps to 'absent'."""
+        return git_safe.blobs(self.repo, self.head(commit), rules)
+
+    def commits_touching(self, path: str, until: str, since: str | None = None,
+                         limit: int = 5) -> list[tuple[str, str, str]]:
+        """(short sha, author, subject) of the newest commits in since..until that changed `path`."""
+        span = f"{since}..{until}" if since else until
+        out = self.repo.git.log(f"--max-count={limit}", "--format=%h%x1f%an%x1f%s", span, "--", path,
+                                env={"GIT_LITERAL_PATHSPECS": "1"})
+        return [tuple(line.split("\x1f", 2)) for line in out.splitlines() if line.count("\x1f") == 2]
+
+    def is_ancestor(self, older: str, newer: str) -> bool:
+        try:
+            self.repo.git.merge_base("--is-ancestor", older, newer)
+            return True
+        except git.GitCommandError:   # exit 1: not an ancestor; 128: an unknown commit
+            return False
 
     # --- worktrees ----------------------------------------------------------------------
 
@@ -236,7 +277,7 @@ class WorkspaceRepo:
         path = self.worktrees_dir / f"base-{sha[:12]}"
         entry = self._worktree_entries().get(path.resolve())
         if entry and entry.get("HEAD") == sha and path.is_dir():
-            wt = git.Repo(path)
+            wt = open_repo(path)
             wt.git.reset("--hard", "-q", sha)
             wt.git.clean("-fdq")
             return path
@@ -296,7 +337,7 @@ class WorkspaceRepo:
             self.repo.git.worktree("add", "-q", str(temp), main)
             where = temp
         try:
-            target = git.Repo(where)
+            target = open_repo(where)
             if target.is_dirty(untracked_files=False):
                 raise GitRepoError(f"{where} has uncommitted changes on {main}; commit or stash them first")
             try:
@@ -332,7 +373,7 @@ class WorkspaceRepo:
             env = {"GIT_AUTHOR_NAME": AGENTX_NAME, "GIT_AUTHOR_EMAIL": AGENTX_EMAIL,
                    "GIT_COMMITTER_NAME": AGENTX_NAME, "GIT_COMMITTER_EMAIL": AGENTX_EMAIL}
         if merge:
-            repo.git.merge("--no-ff", "--no-gpg-sign", "-q", "-m", message, merge, env=env)
+            repo.git.merge("--no-ff", "--no-edit", "--no-gpg-sign", "-q", "-m", message, merge, env=env)
         else:
             repo.git.commit("--no-gpg-sign", "-q", "-m", message, env=env)
         return repo.head.commit.hexsha

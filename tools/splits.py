@@ -1,10 +1,21 @@
 """Splits: the harness runs the protected data module and hands kernels label-free copies.
 
-The data module of the *base* checkout writes train/valid/test with labels into a folder
-under the user's cache, keyed by a hash of the module's source; that folder is the
-harness's own and is never handed to a kernel. For each run, `materialise` writes the run
-directory: train rows with labels, valid and test rows without, sampled for the micro tier
-(each tier's rows are written once per splits version and copied into run directories).
+The data module comes from a *commit*, read from git objects, never from a working tree:
+`prepare_splits` exports the commit's tree (once per tree sha, into a harness-private folder
+under `<cache>/code/`) and imports the data module from there, so helper modules it imports
+from the repository come from the same commit. Uncommitted files, and the working tree's
+`__pycache__`, are never read. Whether the commit itself may be trusted (its protected
+files match what a person trusted) is tools/trust.py's question, asked before this runs.
+
+NOT isolated: the module runs in the harness's process. A helper module whose name is
+already imported there (a standard or agentx module) resolves to the one already imported.
+
+The module writes train/valid/test with labels into a folder under the user's cache, keyed
+by the blob shas of the protected paths (a change to any protected file makes new splits);
+that folder is the harness's own and is never handed to a kernel. For each run,
+`materialise` writes the run directory: train rows with labels, valid and test rows without,
+sampled for the micro tier (each tier's rows are written once per splits version and
+copied into run directories).
 """
 
 from __future__ import annotations
@@ -12,7 +23,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +34,7 @@ import duckdb
 
 from agentx.errors import UserError
 from agentx.workspace import Manifest, TierSpec
+from tools.git_repo import WorkspaceRepo
 
 SPLITS = ("train", "valid", "test")
 EVAL_SPLITS = ("valid", "test")
@@ -46,29 +60,34 @@ class Splits:
         return self.root.name
 
 
-def prepare_splits(base_checkout: Path, manifest: Manifest, cache: Path) -> Splits:
-    """Run the data module of `base_checkout` once per version of its source; reuse after."""
-    module_path = base_checkout / manifest.data.module
-    if not module_path.is_file():
-        raise DataError(f"{module_path}: the data module named in agentx.toml ([data] module) is missing")
-    digest = hashlib.sha256(module_path.read_bytes()).hexdigest()[:16]
+def prepare_splits(repo: WorkspaceRepo, commit: str, manifest: Manifest, cache: Path) -> Splits:
+    """Run the data module of `commit` once per version of the protected files; reuse after."""
+    blobs = repo.blobs(commit, manifest.paths.protected)
+    module = manifest.data.module
+    if blobs.get(module, "absent") == "absent":
+        raise DataError(f"{module}: the data module named in agentx.toml ([data] module) is missing "
+                        f"from commit {commit[:12]}")
+    digest = hashlib.sha256("".join(f"{p} {b}\n" for p, b in sorted(blobs.items())).encode()).hexdigest()[:16]
     root = cache / "splits" / f"{manifest.workspace.name}-{digest}"
     splits = Splits(root, manifest.data.id_column, manifest.data.label_column)
     if (root / "DONE").is_file():
         return splits
+    code = export_code(repo, commit, cache / "code")
     # A staging folder of our own: another process may be preparing the same splits; the
     # first to finish renames its folder into place and the others drop theirs.
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=root.name + ".", suffix=".partial", dir=root.parent))
     try:
         try:
-            _load_module(module_path, digest).prepare(cache / "datasets", staging)
+            _run_module(code, module, digest, cache / "datasets", staging)
         except DataError:
             raise
         except Exception as exc:  # the workspace's own code: say whose error it is, keep the cause
-            raise DataError(f"the data module {module_path} failed: {type(exc).__name__}: {exc}") from exc
+            raise DataError(f"the data module {module} of commit {commit[:12]} failed: "
+                            f"{type(exc).__name__}: {exc}") from exc
         _check_written(Splits(staging, splits.id_column, splits.label_column))
-        (staging / "DONE").write_text(json.dumps({"module": str(module_path), "sha": digest}))
+        (staging / "DONE").write_text(json.dumps({"module": module, "commit": commit, "sha": digest,
+                                                  "protected": blobs}))
         try:
             staging.rename(root)                         # atomic: a folder with DONE, or none
         except OSError:
@@ -81,13 +100,56 @@ def prepare_splits(base_checkout: Path, manifest: Manifest, cache: Path) -> Spli
     return splits
 
 
-def _load_module(path: Path, digest: str):
-    spec = importlib.util.spec_from_file_location(f"agentx_data_{digest}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not callable(getattr(module, "prepare", None)):
-        raise DataError(f"{path}: defines no prepare(cache_dir, out_dir) function")
-    return module
+def export_code(repo: WorkspaceRepo, commit: str, folder: Path) -> Path:
+    """`commit`'s committed files in `folder/<tree sha>`, exported once (atomically: a
+    concurrent exporter's folder wins and ours is dropped). `folder` is private (0700)."""
+    tree = repo.tree(commit)
+    target = folder / tree
+    if target.is_dir():
+        return target
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    staging = Path(tempfile.mkdtemp(prefix=tree + ".", suffix=".partial", dir=folder))
+    try:
+        repo.export_tree(commit, staging)
+        try:
+            staging.rename(target)
+        except OSError:
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _run_module(code: Path, module: str, digest: str, cache_dir: Path, out_dir: Path) -> None:
+    """Import the data module with the exported commit first on sys.path and call prepare();
+    afterwards forget the commit's modules and path, and write no bytecode into the export."""
+    before, bytecode = set(sys.modules), sys.dont_write_bytecode
+    sys.path.insert(0, str(code))
+    sys.dont_write_bytecode = True
+    try:
+        _load_module(code, module, digest).prepare(cache_dir, out_dir)
+    finally:
+        sys.dont_write_bytecode = bytecode
+        if str(code) in sys.path:
+            sys.path.remove(str(code))
+        for name in set(sys.modules) - before:
+            if _inside(getattr(sys.modules[name], "__file__", None), code):
+                del sys.modules[name]
+
+
+def _inside(file: str | None, folder: Path) -> bool:
+    return file is not None and Path(file).resolve().is_relative_to(folder.resolve())
+
+
+def _load_module(code: Path, module: str, digest: str):
+    spec = importlib.util.spec_from_file_location(f"agentx_data_{digest}", code / module)
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    if not callable(getattr(loaded, "prepare", None)):
+        raise DataError(f"{module}: defines no prepare(cache_dir, out_dir) function")
+    return loaded
 
 
 def _check_written(splits: Splits) -> None:
