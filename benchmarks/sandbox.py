@@ -1,11 +1,13 @@
-"""Execution costs: kernel start, micro-tier run, full-tier run per seed, and their ratio.
+"""Execution costs: kernel start and micro-tier runs with and without the OS sandbox, the
+full tier per seed, and their ratios.
 
-    python benchmarks/sandbox.py [--micro-reps 5] [--full-seeds 3]
+    python benchmarks/sandbox.py [--kernel-reps 5] [--micro-reps 5] [--full-seeds 3]
 
 Creates a throwaway MovieLens workspace in a temp dir and runs the real harness (fresh
-Jupyter kernel per run, materialised splits, harness-side scoring). Prints medians.
-Targets from the foundation issue: micro tier <= 5 s including kernel start, full tier
-<= 3 min per seed on CPU.
+Jupyter kernel per run, materialised splits, harness-side scoring). Sandboxed and
+unsandboxed runs alternate (pairs), so load on the machine hits both alike; it prints
+medians and the median of the per-pair ratios. Targets: micro tier <= 5 s including kernel
+start, full tier <= 3 min per seed on CPU, sandboxed / unsandboxed micro run <= 1.15.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from agentx.context import Workspace  # noqa: E402
 from agentx.paths import cache_dir  # noqa: E402
 from tools.git_repo import WorkspaceRepo  # noqa: E402
 from tools.harness import Harness  # noqa: E402
+from tools.pool import Slot  # noqa: E402
 from tools.sandbox import Sandbox  # noqa: E402
 
 
@@ -40,16 +43,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "ws"
         WorkspaceRepo.init_from_template(root, "movielens-ctr")
-        ws = Workspace.open(root)
+        ws = Workspace.open(root, warm_kernels=True)
         checkout, commit = ws.base_checkout()
         ws.harness.splits  # prepare once, outside the timings
 
-        starts = []
+        starts, confined_starts = [], []
         for _ in range(args.kernel_reps):
             with Sandbox(checkout) as box:
                 starts.append(box.start())
-        print(f"kernel start (fresh ipykernel, IPC): median {median(starts):.2f} s over {len(starts)} "
-              f"(min {min(starts):.2f}, max {max(starts):.2f})")
+            slot = Slot.create(Path(tmp) / "slots")
+            with Sandbox(slot.work, confinement=ws.harness.confinement(slot)) as box:
+                confined_starts.append(box.start())
+            slot.remove()
+        print(f"kernel start (fresh ipykernel, IPC): median {median(starts):.2f} s unsandboxed, "
+              f"{median(confined_starts):.2f} s in bubblewrap, over {len(starts)} pairs; ratio "
+              f"{median(confined_starts) / median(starts):.2f}")
 
         def timed(harness, tier: str, seed: int) -> float:
             if harness.pool is not None:
@@ -60,14 +68,25 @@ def main() -> None:
                 raise SystemExit(f"{tier} run failed: {run.failure_kind}: {run.failure_detail}")
             return time.perf_counter() - t
 
-        cold = Harness(root, ws.manifest, ws.kb, cache_dir())
-        micro_cold = median([timed(cold, "micro", seed) for seed in range(args.micro_reps)])
-        print(f"micro tier, cold (fresh kernel started on demand, libraries imported by the run): "
-              f"median {micro_cold:.2f} s over {args.micro_reps}")
-        micro_warm = median([timed(ws.harness, "micro", seed) for seed in range(args.micro_reps)])
-        print(f"micro tier, warm (fresh kernel started and torch/pandas imported before the run; "
-              f"tools/pool.py): median {micro_warm:.2f} s over {args.micro_reps}; target <= 5 s: "
-              f"{'met' if micro_warm <= 5 else 'MISSED'} warm, {'met' if micro_cold <= 5 else 'MISSED'} cold")
+        def paired(label: str, confined: Harness, bare: Harness) -> float:
+            pairs = [(timed(confined, "micro", seed), timed(bare, "micro", seed)) for seed in range(args.micro_reps)]
+            boxed, plain = [p[0] for p in pairs], [p[1] for p in pairs]
+            ratio = median([a / b for a, b in pairs])
+            print(f"micro tier, {label}: median {median(boxed):.2f} s sandboxed, {median(plain):.2f} s unsandboxed "
+                  f"over {len(pairs)} pairs; sandboxed/unsandboxed: median of pair ratios {ratio:.3f}, "
+                  f"ratio of medians {median(boxed) / median(plain):.3f} (target <= 1.15: "
+                  f"{'met' if ratio <= 1.15 else 'MISSED'})")
+            return median(boxed)
+
+        micro_cold = paired("cold (fresh kernel started on demand, libraries imported by the run)",
+                            Harness(root, ws.manifest, ws.kb, cache_dir()),
+                            Harness(root, ws.manifest, ws.kb, cache_dir(), sandboxed=False))
+        bare_warm = Harness(root, ws.manifest, ws.kb, cache_dir(), sandboxed=False, warm_kernels=True)
+        micro_warm = paired("warm (kernel started and torch/pandas imported before the run; tools/pool.py)",
+                            ws.harness, bare_warm)
+        bare_warm.close()
+        print(f"micro tier target <= 5 s: {'met' if micro_warm <= 5 else 'MISSED'} warm, "
+              f"{'met' if micro_cold <= 5 else 'MISSED'} cold (sandboxed)")
         micro_wall = micro_warm
 
         full = [timed(ws.harness, "full", seed) for seed in range(args.full_seeds)]

@@ -155,6 +155,7 @@ _agentx_train_s = time.perf_counter() - _agentx_t0
 """
 
 AUDIT_READ = "_agentx_audit()"
+DISK_RESERVE_MB = 1024              # free space a run needs besides its run directory's cap
 AUDIT_LOG = ".agentx-audit.jsonl"   # in the run directory: the one place a confined kernel may write
 
 # Harness-owned measurement in the kernel: parameter count and inference latency of the
@@ -357,6 +358,8 @@ class Harness:
         if early:
             outcome = RunOutcome(run_id, "invalid", "tamper", "protected paths differ from the base commit: "
                                  + ", ".join(early))
+        elif (short := self._short_of_disk()) is not None:
+            outcome = RunOutcome(run_id, "disk", "disk", short)
         elif entrypoint_file(Path(checkout), module) is None:
             outcome = RunOutcome(run_id, "error", "crash", f"the entrypoint module {module!r} is missing from "
                                  "this commit (it was deleted or renamed); no kernel was started")
@@ -410,6 +413,20 @@ class Harness:
         if self._reference is None or self._reference[0] != head:
             self._reference = (head, repo.blobs(head, self.manifest.paths.protected))
         return self._reference[1]
+
+    def _short_of_disk(self) -> str | None:
+        """Why a run cannot start for lack of disk (None when it can): the run directory's cap
+        is polled, so the disk must hold the cap plus DISK_RESERVE_MB besides."""
+        need = self.manifest.sandbox.run_dir_mb + DISK_RESERVE_MB
+        try:
+            free = shutil.disk_usage(state_dir(self.workspace)).free / 2**20
+        except OSError:
+            return None
+        if free >= need:
+            return None
+        return (f"not started: a run needs {need / 1024:.1f} GB free (its run directory's cap plus a reserve), "
+                f"and {free / 1024:.1f} GB are free on the disk of {state_dir(self.workspace)}; free some space "
+                "or lower [sandbox] run_dir_mb in agentx.toml")
 
     def _main_protected(self, rules: list[str]) -> dict[str, str]:
         """The main checkout's protected files now (a kernel without the sandbox could write them)."""

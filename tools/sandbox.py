@@ -83,7 +83,7 @@ Status = Literal["ok", "error", "timeout", "memory", "died", "disk"]
 INTERRUPT_GRACE_S = 2.0  # after SIGINT at the deadline, how long before SIGKILL
 POLL_S = 0.1  # iopub wait per loop turn: bounds how late we see a deadline or a death
 WATCHDOG_PERIOD_S = 0.05  # memory poll period
-DISK_EVERY = 2  # the writable folders' size is summed every DISK_EVERY memory polls
+DISK_EVERY = 1  # the writable folders' size is summed every DISK_EVERY memory polls (50 ms)
 DISK_ERRNOS = ("[Errno 28]", "[Errno 27]", "[Errno 122]")  # ENOSPC, EFBIG (RLIMIT_FSIZE), EDQUOT
 KERNEL_LOG_TAIL = 2000  # chars of the kernel process's own stdout/stderr kept in `detail`
 
