@@ -9,13 +9,14 @@ import pytest
 from agentx.workspace import load_manifest
 from tests.conftest import wrap_main
 from knowledge import KnowledgeBase
+from tools.git_repo import WorkspaceRepo
 from tools.harness import Harness
 
 
 @pytest.fixture
 def setup(tiny_template, tmp_path):
     base = tmp_path / "ws"
-    shutil.copytree(tiny_template, base)
+    WorkspaceRepo.init_from_template(base, tiny_template)   # the harness runs main's committed data module
     kb = KnowledgeBase(":memory:")
     harness = Harness(base, load_manifest(base), kb, tmp_path / "cache", memory_limit_mb=2048)
 
@@ -138,7 +139,7 @@ def test_warm_kernels_are_fresh_per_run_and_work_in_the_checkout(tiny_template, 
     import json
 
     base = tmp_path / "ws"
-    shutil.copytree(tiny_template, base)
+    WorkspaceRepo.init_from_template(base, tiny_template)   # the harness runs main's committed data module
     kb = KnowledgeBase(":memory:")
     harness = Harness(base, load_manifest(base), kb, tmp_path / "cache", warm_kernels=True)
     try:

@@ -38,7 +38,7 @@ def with_timeout(manifest, tier: str, seconds: float):
 @pytest.fixture
 def tiny(tiny_template, tmp_path):
     base = tmp_path / "ws"
-    shutil.copytree(tiny_template, base)
+    WorkspaceRepo.init_from_template(base, tiny_template)   # the harness runs main's committed data module
     cache = tmp_path / "cache"
     harness = Harness(base, load_manifest(base), KnowledgeBase(":memory:"), cache, memory_limit_mb=1024)
 

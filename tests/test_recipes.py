@@ -278,10 +278,11 @@ def test_card_id_must_match_its_file(tmp_path):
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory):
     from agentx.workspace import load_manifest
+    from tools.git_repo import WorkspaceRepo
     from tools.harness import Harness
 
     root = tmp_path_factory.mktemp("recipes")
-    base = copy_template(root / "base")
+    base = WorkspaceRepo.init_from_template(root / "base", TEMPLATE).root   # the harness runs main's commit
     harness = Harness(base, load_manifest(base), KnowledgeBase(":memory:"), SHARED_CACHE,
                       memory_limit_mb=4096)
     return harness, root
