@@ -129,6 +129,7 @@ def main() -> None:
             ws.harness.manifest = ws.manifest.model_copy(update={"tiers": ws.manifest.tiers.model_copy(
                 update={"micro": micro})})
             rows, seconds = [], {}
+            original = state(ws)
             for i, (name, body) in enumerate(attacks(ws, server.getsockname()[1], outside).items()):
                 wt = ws.repo.create_experiment(f"E{i + 1:04d}", "attack")
                 (wt.path / "train.py").write_text(textwrap.dedent(TINY_TRAIN) + "\n" + wrap_main("import os\n" + body))
@@ -162,7 +163,12 @@ def main() -> None:
                         p.kill()
                 if (run.metric("test", "auc") or 0) > 0.99:
                     effects.append(f"scored with the labels (test AUC {run.metric('test', 'auc'):.3f})")
-                ws.repo.repo.git.checkout("-q", "--", ".")                 # undo what an unsandboxed one did
+                # undo what an unsandboxed attack did, so the next one starts from the same main
+                ws.repo.repo.git.reset("-q", "--hard", original["head"])
+                for stray in [*outside.iterdir(), ws.root / "escape.txt", Path.home() / "escape.txt"]:
+                    stray.unlink(missing_ok=True)
+                for hook in set(after["hooks"]) - set(original["hooks"]):
+                    (ws.root / ".git" / "hooks" / hook).unlink()
                 rows.append((name, run.status, run.failure_kind, effects))
                 print(f"{name:34s} {run.status:8s} {str(run.failure_kind):9s} {seconds[name]:6.2f} s  {held:5.0f} MB  "
                       f"{'EFFECTIVE: ' + ', '.join(effects) if effects else 'blocked'}", flush=True)
