@@ -68,13 +68,14 @@ class Verdict:
     guardrails: list[dict] = field(default_factory=list)
     rationale: str = ""
     offline_decision: str | None = None          # the decision before the rollout, when one ran
+    sandbox: str = "bwrap"                       # what confined its runs: bwrap | none | mixed
 
     def row(self, experiment_id: str) -> dict:
         return {"experiment_id": experiment_id, "decision": self.decision, "metric": self.metric, "tier": self.tier,
                 "control": self.control, "treatment": self.treatment, "delta": self.delta, "ci_low": self.ci_low,
                 "ci_high": self.ci_high, "n_seeds": len(self.per_seed), "valid_delta": self.valid_delta,
                 "per_seed": self.per_seed, "guardrails": self.guardrails, "rationale": self.rationale,
-                "offline_decision": self.offline_decision}
+                "offline_decision": self.offline_decision, "sandbox": self.sandbox}
 
 
 def evaluate(ws, experiment: dict, treatment_path, settings: EvalSettings) -> Verdict:
@@ -94,11 +95,13 @@ def evaluate(ws, experiment: dict, treatment_path, settings: EvalSettings) -> Ve
             treatment = ws.harness.run(treatment_path, head, tier=settings.tier, seed=seed, arm="treatment",
                                        experiment_id=experiment["id"], reuse=True)
             if not treatment.ok:
+                sandbox, line, note = confinement(ws.kb, [treatment.run_id])
                 return Verdict("vetoed", metric.primary, settings.tier, per_seed=_per_seed(pairs, metric.primary),
                                guardrails=[{"name": "run", "ok": False, "value": treatment.failure_kind,
-                                            "limit": "a valid run", "detail": (treatment.failure_detail or "")[-500:]}],
+                                            "limit": "a valid run", "detail": (treatment.failure_detail or "")[-500:]},
+                                           line],
                                rationale=f"treatment run {treatment.run_id} (seed {seed}) is {treatment.status}: "
-                                         f"{treatment.failure_kind}")
+                                         f"{treatment.failure_kind}{note}", sandbox=sandbox)
             pairs.append((seed, control, treatment))
         verdict = judge(ws, pairs, settings)
         if verdict.decision != "inconclusive" or target >= settings.max_seeds:
@@ -126,6 +129,8 @@ def judge(ws, pairs, settings: EvalSettings) -> Verdict:
                            replicates=settings.replicates)
     valid_deltas = [t.metric("valid", metric.primary) - c.metric("valid", metric.primary) for _, c, t in pairs]
     guardrails = check_guardrails(ws.manifest, pairs)
+    sandbox, line, note = confinement(ws.kb, [r.run_id for _, c, t in pairs for r in (c, t)])
+    guardrails.append(line)
     sign, floor = metric.sign, ws.manifest.metric.min_effect
     low, high = sorted((sign * effect.ci_low, sign * effect.ci_high))   # in "bigger is better" units
     breached = [g["name"] for g in guardrails if not g["ok"]]
@@ -141,7 +146,26 @@ def judge(ws, pairs, settings: EvalSettings) -> Verdict:
     return Verdict(decision, metric.primary, settings.tier, effect.control, effect.treatment, effect.delta,
                    effect.ci_low, effect.ci_high, statistics.fmean(valid_deltas), _per_seed(pairs, metric.primary),
                    guardrails, f"{why} ({len(pairs)} paired seeds, {effect.n_users} test users, "
-                               f"{effect.replicates} bootstrap replicates)")
+                               f"{effect.replicates} bootstrap replicates){note}", sandbox=sandbox)
+
+
+def confinement(kb, run_ids: list[str]) -> tuple[str, dict, str]:
+    """How the runs behind a verdict were confined: 'bwrap', 'none' or 'mixed'; the line the
+    verdict lists (never a veto: running unsandboxed is the user's explicit choice, shown on
+    every verdict); and the words the rationale ends with when it was not the full sandbox."""
+    rows = kb.query(f"SELECT DISTINCT coalesce(sandbox, 'none') AS sandbox, coalesce(network, false) AS network "
+                    f"FROM runs WHERE id IN ({', '.join('?' for _ in run_ids)})", run_ids) if run_ids else []
+    kinds = {r["sandbox"] for r in rows} or {"none"}
+    sandbox = kinds.pop() if len(kinds) == 1 else "mixed"
+    network = any(r["network"] for r in rows)
+    if sandbox == "bwrap":
+        value = "bwrap, network allowed by the manifest" if network else "bwrap, no network"
+    else:
+        value = ("UNSANDBOXED: experiment code ran without the OS sandbox (--unsandboxed); it could have read "
+                 "labels or changed files" if sandbox == "none" else "MIXED: some runs ran without the OS sandbox")
+    notes = ([" [unsandboxed: experiment code ran without the OS sandbox]"] if sandbox != "bwrap" else []) + \
+        ([" [network: the manifest let experiment code use the network]"] if network else [])
+    return sandbox, {"name": "sandbox", "value": value, "limit": "bwrap, no network", "ok": True}, "".join(notes)
 
 
 def check_guardrails(manifest, pairs) -> list[dict]:

@@ -10,7 +10,7 @@ from rich.markdown import Markdown
 from rich.syntax import Syntax
 from rich.table import Table
 
-from agentx.cli_common import WorkspaceOpt, console, fail, open_workspace, progress
+from agentx.cli_common import WaitOpt, WorkspaceOpt, check_tier, console, fail, open_workspace, progress
 from agentx.errors import UserError
 
 LlmOpt = Annotated[str, typer.Option("--llm", help="brain: 'heuristic' (default, no LLM), 'openai:<model>', "
@@ -19,12 +19,12 @@ ParallelOpt = Annotated[int, typer.Option(min=1, help="experiments in flight at 
 SeedsOpt = Annotated[int, typer.Option(min=1, help="paired seeds per arm before the first judgement")]
 MaxSeedsOpt = Annotated[int, typer.Option(min=1, help="seeds an inconclusive result may grow to")]
 DollarsOpt = Annotated[float | None, typer.Option("--llm-dollars", help="stop spending on LLM calls past this")]
-EvalTierOpt = Annotated[str, typer.Option("--tier", help="tier the arms are compared at: full (default) or micro "
-                                          "(a quick smoke run whose numbers mean little)")]
+EvalTierOpt = Annotated[str, typer.Option("--tier", callback=check_tier, help="tier the arms are compared at: "
+                                          "full (default) or micro (a quick smoke run whose numbers mean little)")]
 
 EXPERIMENT_SQL = """
     SELECT e.id, e.title, e.status, v.decision, v.metric, v.control, v.treatment, v.delta, v.ci_low, v.ci_high,
-           v.valid_delta, v.n_seeds, e.recipe, e.params, e.source, e.branch, e.base_commit, e.head_commit,
+           v.valid_delta, v.n_seeds, v.sandbox, e.recipe, e.params, e.source, e.branch, e.base_commit, e.head_commit,
            p.id AS pr, p.state AS pr_state
     FROM experiments e
     LEFT JOIN (SELECT * FROM verdicts QUALIFY row_number() OVER (PARTITION BY experiment_id ORDER BY id DESC) = 1) v
@@ -44,21 +44,24 @@ def results_table(rows: list[dict], title: str = "experiments") -> Table:
     f = lambda v, spec=".4f": "-" if v is None else format(v, spec)  # noqa: E731
     for r in rows:
         ci = "-" if r["ci_low"] is None else f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
-        table.add_row(r["id"], r["title"], r["decision"] or r["status"], f(r["control"]), f(r["treatment"]),
+        decision = r["decision"] or r["status"]
+        if r["decision"] and (r["sandbox"] or "none") != "bwrap":
+            decision += " (unsandboxed)"
+        table.add_row(r["id"], r["title"], decision, f(r["control"]), f(r["treatment"]),
                       f(r["delta"], "+.4f"), ci, r["branch"] or "-")
     return table
 
 
 def loop(workspace: Path, *, brain: str, experiments: int | None, until: str | None, budget_minutes: float | None,
          llm_dollars: float | None, parallel: int, seeds: int, max_seeds: int, request: str | None = None,
-         key: str = "run", tier: str = "full") -> None:
+         key: str = "run", tier: str = "full", wait: bool = False) -> None:
     from agentx.brains import make_brains
     from agentx.graph import LoopContext, run_loop
     from agentx.state import Budget
     from agents.evaluator import EvalSettings
 
     try:
-        ws = open_workspace(workspace, warm_kernels=True)
+        ws = open_workspace(workspace, warm_kernels=True, lock=True, wait=wait, committed_only=True)
     except UserError as exc:
         fail(exc)
     try:
@@ -86,21 +89,21 @@ def run(workspace: WorkspaceOpt,
         until: Annotated[str | None, typer.Option(help="stop starting new work at this local time, HH:MM")] = None,
         budget_minutes: Annotated[float | None, typer.Option(help="stop starting new work after M minutes")] = None,
         llm: LlmOpt = "heuristic", llm_dollars: DollarsOpt = None, parallel: ParallelOpt = 1,
-        seeds: SeedsOpt = 2, max_seeds: MaxSeedsOpt = 3, tier: EvalTierOpt = "full") -> None:
+        seeds: SeedsOpt = 2, max_seeds: MaxSeedsOpt = 3, tier: EvalTierOpt = "full", wait: WaitOpt = False) -> None:
     """Run the closed loop (brainstorm -> develop -> evaluate -> record) until a budget ends.
 
     Run the same command again after an interruption (Ctrl-C, kill, reboot): it resumes the
     unfinished run without redoing finished experiments."""
     loop(workspace, brain=llm, experiments=experiments, until=until, budget_minutes=budget_minutes,
-         llm_dollars=llm_dollars, parallel=parallel, seeds=seeds, max_seeds=max_seeds, tier=tier)
+         llm_dollars=llm_dollars, parallel=parallel, seeds=seeds, max_seeds=max_seeds, tier=tier, wait=wait)
 
 
 def ask(request: Annotated[str, typer.Argument(help='what to try, e.g. "try a cross network on the ranker"')],
         workspace: WorkspaceOpt, llm: LlmOpt = "heuristic", llm_dollars: DollarsOpt = None,
-        seeds: SeedsOpt = 2, max_seeds: MaxSeedsOpt = 3) -> None:
+        seeds: SeedsOpt = 2, max_seeds: MaxSeedsOpt = 3, wait: WaitOpt = False) -> None:
     """Turn a request in plain words into one experiment and run it through the loop."""
     loop(workspace, brain=llm, experiments=1, until=None, budget_minutes=None, llm_dollars=llm_dollars,
-         parallel=1, seeds=seeds, max_seeds=max_seeds, request=request, key="ask")
+         parallel=1, seeds=seeds, max_seeds=max_seeds, request=request, key="ask", wait=wait)
 
 
 pr_app = typer.Typer(no_args_is_help=True, help="Review the pull requests experiments produce: list, show, approve, reject.")
@@ -142,12 +145,14 @@ def pr_show(number: Annotated[int, typer.Argument(help="pull request number")], 
 
 
 @pr_app.command("approve")
-def pr_approve(number: Annotated[int, typer.Argument(help="pull request number")], workspace: WorkspaceOpt) -> None:
+def pr_approve(number: Annotated[int, typer.Argument(help="pull request number")], workspace: WorkspaceOpt,
+               wait: WaitOpt = False) -> None:
     """Merge the branch into the workspace's main (refused if main moved since its base)."""
     from agentx import pr
 
     try:
-        merged = pr.approve(open_workspace(workspace), number)
+        with open_workspace(workspace, lock=True, wait=wait) as ws:
+            merged = pr.approve(ws, number)
     except UserError as exc:
         fail(exc)
     console.print(f"merged #{number} into main at {merged[:10]}")
@@ -155,12 +160,14 @@ def pr_approve(number: Annotated[int, typer.Argument(help="pull request number")
 
 @pr_app.command("reject")
 def pr_reject(number: Annotated[int, typer.Argument(help="pull request number")], workspace: WorkspaceOpt,
-              reason: Annotated[str, typer.Option(help="why; recorded as a lesson the brainstorm reads")]) -> None:
+              reason: Annotated[str, typer.Option(help="why; recorded as a lesson the brainstorm reads")],
+              wait: WaitOpt = False) -> None:
     """Close without merging and record the reason as a lesson."""
     from agentx import pr
 
     try:
-        pr.reject(open_workspace(workspace), number, reason)
+        with open_workspace(workspace, lock=True, wait=wait) as ws:
+            pr.reject(ws, number, reason)
     except UserError as exc:
         fail(exc)
     console.print(f"rejected #{number}; the reason is now a lesson")

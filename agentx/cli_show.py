@@ -44,6 +44,7 @@ def experiment_report(kb, experiment_id: str) -> dict:
         "valid_delta": verdict["valid_delta"] if verdict else None,
         "n_seeds": verdict["n_seeds"] if verdict else None,
         "rationale": verdict["rationale"] if verdict else None,
+        "sandbox": verdict.get("sandbox") if verdict else None,
         "per_seed": (verdict or {}).get("per_seed") or [],
         "guardrails": (verdict or {}).get("guardrails") or [],
         "rollout": kb.rollout_stages(experiment_id),
@@ -55,7 +56,7 @@ def experiment_report(kb, experiment_id: str) -> dict:
                          if pr else None),
         "pr_state": pr["state"] if pr else None,
         "runs": [{k: r[k] for k in ("id", "arm", "tier", "seed", "status", "failure_kind", "commit_sha",
-                                    "wall_s")} for r in runs],
+                                    "wall_s", "sandbox", "network")} for r in runs],
         "verdict_history": [{k: v[k] for k in ("id", "decision", "delta", "ci_low", "ci_high", "n_seeds")}
                             for v in verdicts],
     }
@@ -85,6 +86,9 @@ def _render(report: dict) -> None:
                       f"delta {_f(report['delta'])} 95% CI \\[{_f(report['ci_low'])}, {_f(report['ci_high'])}], "
                       f"valid delta {_f(report['valid_delta'])}, {report['tier']} tier, {report['n_seeds']} seeds")
         console.print(f"[dim]{escape(report['rationale'] or '')}[/dim]")
+        if (report["sandbox"] or "none") != "bwrap":
+            console.print(f"[red]unsandboxed:[/red] experiment code behind this verdict ran without the OS sandbox "
+                          f"(sandbox: {report['sandbox'] or 'none'}); its result could have been gamed")
     if report["per_seed"]:
         table = Table(title="paired seeds (test)")
         for column in ("seed", "control", "treatment", "delta", "valid delta", "control run", "treatment run"):

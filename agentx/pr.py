@@ -27,6 +27,9 @@ def describe(ws, experiment: dict, verdict: dict | None, brain: str) -> str:
              "### Diff", "```", ws.repo.diff_stat(experiment["branch"]).strip() or "(empty)", "```", ""]
     if verdict is None:
         return "\n".join(lines + ["No verdict: the experiment did not reach evaluation."])
+    if (verdict.get("sandbox") or "none") != "bwrap":
+        lines += ["> **Unsandboxed.** Experiment code behind this verdict ran without the OS sandbox "
+                  f"(sandbox: {verdict.get('sandbox') or 'none'}); a result it produced could have been gamed.", ""]
     lines += [f"### Evidence ({verdict['tier']} tier, test {verdict['metric']})", "",
               "| seed | control | treatment | delta | valid delta |", "|---:|---:|---:|---:|---:|"]
     for s in verdict.get("per_seed") or []:

@@ -262,7 +262,9 @@ class Harness:
         self.kb = kb
         self.cache = Path(cache)
         self.python = python
-        self.extra_env = dict(extra_env or {})
+        # A decoy for label hunters: the cache's real path, which does not exist inside the
+        # sandbox; code that looks there is caught by the audit hook as a leak.
+        self.extra_env = {"AGENTX_CACHE_DIR": str(self.cache), **(extra_env or {})}
         self.memory_limit_mb = memory_limit_mb
         self.progress = progress
         self._splits: Splits | None = None
