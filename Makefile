@@ -4,8 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # CPU build of torch (the README says how a GPU user installs instead).
 TORCH ?= torch==2.13.0
+# root installs system packages itself; everyone else through sudo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup sandbox demo test bench clean
 
 $(BIN)/agentx: pyproject.toml workspaces/movielens-ctr/requirements.txt
 	$(PY) -m venv $(VENV)
@@ -14,7 +16,17 @@ $(BIN)/agentx: pyproject.toml workspaces/movielens-ctr/requirements.txt
 	$(BIN)/pip install -q -e ".[dev,llm]" -r workspaces/movielens-ctr/requirements.txt
 	touch $(BIN)/agentx
 
-setup: $(BIN)/agentx
+setup: sandbox $(BIN)/agentx
+
+# The OS sandbox for experiment kernels (tools/confine.py): bubblewrap, from the distribution.
+sandbox:
+	@if command -v bwrap >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing bubblewrap (the sandbox for experiment code)"; \
+	  $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q bubblewrap >/dev/null; \
+	elif command -v dnf >/dev/null 2>&1; then $(SUDO) dnf install -y bubblewrap; \
+	else echo "bubblewrap (bwrap) is not installed and no apt-get or dnf was found: install it by hand," \
+	  "or run agentx with --unsandboxed (every verdict then says so)"; fi
 
 demo: setup
 	$(BIN)/agentx demo

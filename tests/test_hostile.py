@@ -30,10 +30,6 @@ from conftest import TINY_TRAIN, wrap_main
 from fake_llm import FakeChatModel
 from tools.git_repo import WorkspaceRepo
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/bwrap") and not os.environ.get("AGENTX_BWRAP"),
-                                reason="the hostile suite needs bubblewrap (make setup installs it)")
-
-
 @pytest.fixture
 def ws(tiny_template, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-hostile-suite-secret")
