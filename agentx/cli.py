@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from agentx import cli_features, cli_loop, cli_show
-from agentx.cli_common import WorkspaceOpt, console, fail, open_workspace
+from agentx.cli_common import WaitOpt, WorkspaceOpt, check_tier, console, fail, open_workspace
 from agentx.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=(
@@ -19,7 +19,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=(
     "experiments, implements them as git branches of a model repository (a workspace), trains "
     "them in Jupyter kernels and judges them against a baseline, keeping everything in a DuckDB "
     "knowledge base at <workspace>/.agentx/kb.duckdb."))
-TierOpt = Annotated[str, typer.Option(help="micro: a few hundred rows, one epoch (a smoke test); full: all rows")]
+TierOpt = Annotated[str, typer.Option(callback=check_tier, help="micro: a few hundred rows, one epoch (a smoke "
+                                      "test); full: all rows")]
 
 app.command()(cli_loop.run)
 app.command()(cli_loop.ask)
@@ -108,12 +109,13 @@ def baseline(
     seeds: Annotated[int, typer.Option(min=1, help="how many seeds (0..N-1) to train")] = 3,
     tier: TierOpt = "full",
     reuse: Annotated[bool, typer.Option(help="reuse finished runs of the same commit, tier and seed")] = False,
+    wait: WaitOpt = False,
 ) -> None:
     """Train the workspace's base commit over seeds; store runs and metrics; compare with popularity."""
     from agentx.baseline import run_baseline
 
     try:
-        with open_workspace(workspace, warm_kernels=True) as ws:
+        with open_workspace(workspace, warm_kernels=True, lock=True, wait=wait, committed_only=True) as ws:
             report = run_baseline(ws, seeds=seeds, tier=tier, reuse=reuse)
     except UserError as exc:
         fail(exc)
@@ -155,6 +157,7 @@ def demo(
     directory: Annotated[Path, typer.Option("--dir", help="workspace to create, or reuse if it exists")] = Path("agentx-demo"),
     experiments: Annotated[int, typer.Option(min=1, help="experiments to run after the baseline")] = 3,
     seeds: Annotated[int, typer.Option(min=1, help="paired seeds per arm")] = 2,
+    wait: WaitOpt = False,
 ) -> None:
     """The main job on a fresh machine: MovieLens workspace, baseline, N experiments, results.
 
@@ -164,9 +167,9 @@ def demo(
         init(directory, "movielens-ctr")
     else:
         console.print(f"reusing workspace {directory}")
-    baseline(directory, seeds=seeds, tier="full", reuse=True)
+    baseline(directory, seeds=seeds, tier="full", reuse=True, wait=wait)
     cli_loop.loop(directory, brain="heuristic", experiments=experiments, until=None, budget_minutes=None,
-                  llm_dollars=None, parallel=1, seeds=seeds, max_seeds=seeds + 1)
+                  llm_dollars=None, parallel=1, seeds=seeds, max_seeds=seeds + 1, wait=wait)
     console.print(f"branches: git -C {directory} branch --list 'agentx/*'; "
                   f"pull requests: agentx pr list --all --workspace {directory}")
 

@@ -15,6 +15,20 @@ from rich.markup import escape
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
 
 WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="the workspace (a git repo with agentx.toml)")]
+WaitOpt = Annotated[bool, typer.Option("--wait", help="if another agentx command is training or changing this "
+                                       "workspace, wait for it to finish instead of refusing to start")]
+
+
+def check_tier(tier: str) -> str:
+    """A typer callback for --tier: an unknown tier (not one of the manifest's [tiers.*]
+    tables) is one line of error and exit 2, not a traceback."""
+    from agentx.workspace import Tiers
+
+    if tier not in Tiers.model_fields:
+        console.print(f"[red]error:[/red] unknown tier {escape(repr(tier))}: valid tiers are "
+                      f"{', '.join(Tiers.model_fields)}", soft_wrap=True)
+        raise typer.Exit(2)
+    return tier
 
 
 def progress(message: str) -> None:
@@ -22,12 +36,16 @@ def progress(message: str) -> None:
 
 
 def fail(exc: Exception) -> NoReturn:
-    console.print(f"[red]error:[/red] {escape(str(exc))}")   # messages may hold [brackets] (TOML tables)
+    # messages may hold [brackets] (TOML tables); one line however long (soft_wrap)
+    console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
     raise typer.Exit(2)
 
 
-def open_workspace(workspace: Path, *, warm_kernels: bool = False):
-    """Open a workspace; commands that train pass warm_kernels=True (and close it after)."""
+def open_workspace(workspace: Path, *, warm_kernels: bool = False, lock: bool = False, wait: bool = False,
+                   committed_only: bool = False):
+    """Open a workspace (close it after). Commands that train pass warm_kernels, lock and
+    committed_only; commands that change it pass lock; `wait` is their --wait option."""
     from agentx.context import Workspace
 
-    return Workspace.open(workspace, progress=progress, warm_kernels=warm_kernels)
+    return Workspace.open(workspace, progress=progress, warm_kernels=warm_kernels, lock=lock, wait=wait,
+                          committed_only=committed_only)

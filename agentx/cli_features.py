@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from agentx.cli_common import WorkspaceOpt, console, fail
+from agentx.cli_common import WaitOpt, WorkspaceOpt, console, fail
 from agentx.cli_loop import DollarsOpt, EvalTierOpt, LlmOpt, MaxSeedsOpt, SeedsOpt
 from agentx.errors import UserError
 
@@ -90,6 +90,7 @@ def select_features(
                                             "has them for these splits and this catalog")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of tables "
                                           "(progress goes to stderr)")] = False,
+    wait: WaitOpt = False,
 ) -> None:
     """Select features with MoFA: statistics, constraints, a brain's selection with reasons.
 
@@ -107,7 +108,8 @@ def select_features(
     say = lambda message: out.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")  # noqa: E731
     started = time.perf_counter()
     try:   # not open_workspace(): with --json, the harness's progress lines must stay off stdout
-        ws = Workspace.open(workspace, progress=say, warm_kernels=run)
+        # --run trains: it takes the workspace lock and needs committed code; without it, read-only
+        ws = Workspace.open(workspace, progress=say, warm_kernels=run, lock=run, wait=wait, committed_only=run)
     except UserError as exc:
         fail(exc)
     try:

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentx.committed import require_committed
+from agentx.lock import WorkspaceLock, lock_workspace
 from agentx.paths import cache_dir
 from agentx.workspace import Manifest, load_manifest
 from knowledge import KnowledgeBase
@@ -21,22 +23,40 @@ class Workspace:
     kb: KnowledgeBase
     repo: WorkspaceRepo
     harness: Harness
+    lock: WorkspaceLock | None = None
 
     @classmethod
     def open(cls, root: Path | str, progress: Callable[[str], None] = lambda _: None, *,
-             warm_kernels: bool = True) -> Workspace:
-        """Open a workspace; with `warm_kernels` the next run's kernel starts in the background."""
+             warm_kernels: bool = True, lock: bool = False, wait: bool = False,
+             committed_only: bool = False) -> Workspace:
+        """Open a workspace; with `warm_kernels` the next run's kernel starts in the background.
+
+        Commands that train or write take the workspace `lock` (`agentx/lock.py`; with `wait`
+        they wait for another holder instead of refusing); training commands pass
+        `committed_only` to refuse uncommitted edits to editable or protected files."""
         root = Path(root).resolve()
         manifest = load_manifest(root)
         repo = WorkspaceRepo(root)
+        if committed_only:
+            require_committed(repo, manifest.paths)
         kb = KnowledgeBase.for_workspace(root)
-        if not kb.query("SELECT 1 FROM research_cards LIMIT 1"):
-            seed_cards(kb)                     # the shipped research cards the brainstorm reads
-        harness = Harness(root, manifest, kb, cache_dir(), progress=progress, warm_kernels=warm_kernels)
-        return cls(root, manifest, kb, repo, harness)
+        held = lock_workspace(root, kb, wait=wait, say=progress) if lock else None
+        try:
+            if not kb.query("SELECT 1 FROM research_cards LIMIT 1"):
+                seed_cards(kb)                     # the shipped research cards the brainstorm reads
+            harness = Harness(root, manifest, kb, cache_dir(), progress=progress, warm_kernels=warm_kernels)
+        except BaseException:
+            if held is not None:
+                held.release()
+            raise
+        return cls(root, manifest, kb, repo, harness, held)
 
     def close(self) -> None:
-        self.harness.close()
+        try:
+            self.harness.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
     def __enter__(self) -> Workspace:
         return self

@@ -52,6 +52,7 @@ import duckdb
 
 from knowledge.connect import connect_with_retry
 from knowledge.migrations import MIGRATIONS, Migration, migrate
+from knowledge.owners import Owner, orphan_reason
 
 RUN_ARMS = ("baseline", "control", "treatment")
 RUN_STATUSES = ("running", "ok", "invalid", "error", "timeout", "memory", "died", "disk", "abandoned")
@@ -349,8 +350,13 @@ class KnowledgeBase:
     # -- runs and metrics --------------------------------------------------------------
 
     def add_run(self, **fields: Any) -> str:
-        """Insert a run (status 'running' unless given); returns its id ('R-<uuid8>')."""
+        """Insert a run (status 'running' unless given); returns its id ('R-<uuid8>'). The
+        owner fields (``owner_pid``, ``owner_started``, ``owner_host``) default to the
+        current process, so ``abandon_orphans`` can tell when it died mid-run."""
         fields.setdefault("id", f"R-{uuid.uuid4().hex[:8]}")
+        if "owner_pid" in self._columns.get("runs", {}):        # absent before m004_sandbox
+            for name, value in Owner.current().fields().items():
+                fields.setdefault(name, value)
         if fields.get("arm") not in RUN_ARMS:
             raise ValueError(f"run arm must be one of {RUN_ARMS}, got {fields.get('arm')!r}")
         _check_status(fields.get("status", "running"))
@@ -367,6 +373,29 @@ class KnowledgeBase:
             raise ValueError("finish_run needs a final status, not 'running'")
         fields.setdefault("finished_at", utcnow())
         self._update("runs", "id", run_id, {"status": status, **fields})
+
+    def abandon_orphans(self) -> list[str]:
+        """Mark every ``running`` row whose owner on this host is gone (no such process, or
+        the pid now belongs to another one) or that has no owner recorded as ``abandoned``
+        (failure_kind 'abandoned', a failure_detail naming the owner, finished now); log a
+        ``runs_abandoned`` event; return the ids. Rows of live owners and of other hosts are
+        left alone. Call it only while no other writer can be starting runs (agentx holds
+        the workspace lock, ``agentx/lock.py``)."""
+        rows = self.query("SELECT id, owner_pid, owner_started, owner_host FROM runs "
+                          "WHERE status = 'running' ORDER BY started_at, id")
+        reasons = {r["id"]: reason for r in rows
+                   if (reason := orphan_reason(Owner(r["owner_pid"], r["owner_started"], r["owner_host"])))}
+        if not reasons:
+            return []
+        now = utcnow()
+        with self._tx() as con:
+            for run_id, reason in reasons.items():
+                con.execute("UPDATE runs SET status = 'abandoned', failure_kind = 'abandoned', "
+                            "failure_detail = ?, finished_at = ? WHERE id = ? AND status = 'running'",
+                            [f"abandoned: {reason}", now, run_id])
+            self._insert(con, "events", {"kind": "runs_abandoned",
+                                         "payload": {"runs": list(reasons), "reasons": reasons}})
+        return list(reasons)
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         rows = self._select("runs", "id", id=run_id)
@@ -544,7 +573,6 @@ class KnowledgeBase:
             for path, blob in rows.items():
                 self._insert(con, "trusted_protected", {"path": path, "blob": blob, "commit_sha": commit,
                                                         "trusted_by": by, "trusted_at": utcnow()})
-
 
 
 def _next_experiment_id(con: duckdb.DuckDBPyConnection) -> str:
