@@ -1,16 +1,26 @@
 """One training run, judged by the harness: materialise, execute in a kernel, check, score.
 
-The agent's code only ever runs inside the kernel. Everything that decides whether a run
-counts happens here, in the harness process: which rows the kernel gets (no labels for
-valid and test), whether protected files changed (hashed before and after), whether the
-predictions are complete and finite, and the metrics themselves.
+The agent's code only ever runs inside the kernel, and the kernel runs inside the OS
+sandbox (tools/confine.py: its code read-only, one capped writable run directory, no view
+of the labels, the KB, the main checkout or home, its own PID and network namespaces)
+unless the harness was made with `sandboxed=False` (`--unsandboxed`; every run row then
+says `sandbox = 'none'`). Each run gets a fresh kernel and a slot (tools/pool.py): the
+harness stages the checkout's code and the run's label-free rows there, runs the
+entrypoint, then moves the run directory to `.agentx/runs/<run id>`. Everything that
+decides whether a run counts happens here, in the harness process: which rows the kernel
+gets (no labels for valid and test), whether protected files equal main's committed blobs
+(before a kernel is spent, and after), whether the predictions are complete and finite,
+and the metrics themselves.
 
 Detectors, in the order `_judge` applies them (the first that fires names the failure):
 
-- tamper: a protected path (data module, manifest, ...) differs from the base, hashed
-  before and after the run, in the checkout and in the base workspace; or the run changed
-  the valid/test rows it was given (compared with the harness's cached copy), which would
-  let it choose the rows it is scored on.
+- tamper: a protected path (data module, manifest, ...) differs from the blobs of main's
+  head commit (git objects, never the working tree), in the code to run (checked before a
+  kernel starts, and after the run) or in the main checkout after the run; or the run
+  changed the valid/test rows it was given (compared with the harness's cached copy),
+  which would let it choose the rows it is scored on. In the sandbox none of these can be
+  written; the checks matter for `--unsandboxed` runs and for branches that edit a
+  protected file.
 - leak: before any workspace code runs, the BOOT cell installs a Python audit hook
   (`sys.addaudithook`: it cannot be removed). It records `open` (also `os.open`, pathlib
   and pandas reads), `os.listdir`, `os.scandir` (`os.walk`, `Path.rglob`), `glob.glob`,
@@ -28,8 +38,13 @@ Detectors, in the order `_judge` applies them (the first that fires names the fa
   whose command line does not name the path (a script reading `$AGENTX_CACHE_DIR`
   itself: the child has no hook), probes without opening (`os.stat`, `os.path.exists`),
   and code that sabotages the hook's list and log from inside the same process. It is a
-  tripwire for mistakes and naive label hunting, not a security boundary: untrusted
-  code needs a container without the harness's files mounted.
+  tripwire for mistakes and naive label hunting, not a security boundary; the sandbox is
+  the boundary. Inside it none of the watched paths exists (the kernel is handed the
+  cache's path in $AGENTX_CACHE_DIR as a decoy), so the hook names the attempt while the
+  sandbox makes it fail.
+- disk: the run directory went over `[sandbox] run_dir_mb`, a write inside the kernel or
+  in the harness failed for lack of space, or the disk had less than the cap plus 1 GB
+  free before the run (then no kernel starts). The detail shows the free space.
 - crash / timeout / memory / died: the kernel's own status (tools/sandbox.py).
 - missing_file, format, duplicate_rows, missing_rows, nan, constant: the prediction files,
   checked in tools/scoring.py (`constant`: scores with near-zero spread on a split).
