@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from agentx import cli_features, cli_loop, cli_show
-from agentx.cli_common import WaitOpt, WorkspaceOpt, check_tier, console, fail, open_workspace
+from agentx.cli_common import UnsandboxedOpt, WaitOpt, WorkspaceOpt, check_tier, console, fail, open_workspace
 from agentx.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=(
@@ -110,12 +110,14 @@ def baseline(
     tier: TierOpt = "full",
     reuse: Annotated[bool, typer.Option(help="reuse finished runs of the same commit, tier and seed")] = False,
     wait: WaitOpt = False,
+    unsandboxed: UnsandboxedOpt = False,
 ) -> None:
     """Train the workspace's base commit over seeds; store runs and metrics; compare with popularity."""
     from agentx.baseline import run_baseline
 
     try:
-        with open_workspace(workspace, warm_kernels=True, lock=True, wait=wait, committed_only=True) as ws:
+        with open_workspace(workspace, warm_kernels=True, lock=True, wait=wait, committed_only=True,
+                            unsandboxed=unsandboxed) as ws:
             report = run_baseline(ws, seeds=seeds, tier=tier, reuse=reuse)
     except UserError as exc:
         fail(exc)
@@ -158,6 +160,7 @@ def demo(
     experiments: Annotated[int, typer.Option(min=1, help="experiments to run after the baseline")] = 3,
     seeds: Annotated[int, typer.Option(min=1, help="paired seeds per arm")] = 2,
     wait: WaitOpt = False,
+    unsandboxed: UnsandboxedOpt = False,
 ) -> None:
     """The main job on a fresh machine: MovieLens workspace, baseline, N experiments, results.
 
@@ -167,9 +170,10 @@ def demo(
         init(directory, "movielens-ctr")
     else:
         console.print(f"reusing workspace {directory}")
-    baseline(directory, seeds=seeds, tier="full", reuse=True, wait=wait)
+    baseline(directory, seeds=seeds, tier="full", reuse=True, wait=wait, unsandboxed=unsandboxed)
     cli_loop.loop(directory, brain="heuristic", experiments=experiments, until=None, budget_minutes=None,
-                  llm_dollars=None, parallel=1, seeds=seeds, max_seeds=seeds + 1, wait=wait)
+                  llm_dollars=None, parallel=1, seeds=seeds, max_seeds=seeds + 1, wait=wait,
+                  unsandboxed=unsandboxed)
     console.print(f"branches: git -C {directory} branch --list 'agentx/*'; "
                   f"pull requests: agentx pr list --all --workspace {directory}")
 

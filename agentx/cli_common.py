@@ -19,6 +19,12 @@ WaitOpt = Annotated[bool, typer.Option("--wait", help="if another agentx command
                                        "workspace, wait for it to finish instead of refusing to start")]
 
 
+UnsandboxedOpt = Annotated[bool, typer.Option(
+    "--unsandboxed", help="run experiment code WITHOUT the OS sandbox (bubblewrap), where none can be made; "
+    "it could then read the held-out labels or change files, and every verdict, pull request and report says "
+    "'unsandboxed'")]
+
+
 def check_tier(tier: str) -> str:
     """A typer callback for --tier: an unknown tier (not one of the manifest's [tiers.*]
     tables) is one line of error and exit 2, not a traceback."""
@@ -42,10 +48,10 @@ def fail(exc: Exception) -> NoReturn:
 
 
 def open_workspace(workspace: Path, *, warm_kernels: bool = False, lock: bool = False, wait: bool = False,
-                   committed_only: bool = False):
+                   committed_only: bool = False, unsandboxed: bool = False):
     """Open a workspace (close it after). Commands that train pass warm_kernels, lock and
     committed_only; commands that change it pass lock; `wait` is their --wait option."""
     from agentx.context import Workspace
 
     return Workspace.open(workspace, progress=progress, warm_kernels=warm_kernels, lock=lock, wait=wait,
-                          committed_only=committed_only)
+                          committed_only=committed_only, sandboxed=not unsandboxed)

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from agentx.cli_common import WaitOpt, WorkspaceOpt, console, fail
+from agentx.cli_common import UnsandboxedOpt, WaitOpt, WorkspaceOpt, console, fail
 from agentx.cli_loop import DollarsOpt, EvalTierOpt, LlmOpt, MaxSeedsOpt, SeedsOpt
 from agentx.errors import UserError
 
@@ -91,6 +91,7 @@ def select_features(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of tables "
                                           "(progress goes to stderr)")] = False,
     wait: WaitOpt = False,
+    unsandboxed: UnsandboxedOpt = False,
 ) -> None:
     """Select features with MoFA: statistics, constraints, a brain's selection with reasons.
 
@@ -109,7 +110,8 @@ def select_features(
     started = time.perf_counter()
     try:   # not open_workspace(): with --json, the harness's progress lines must stay off stdout
         # --run trains: it takes the workspace lock and needs committed code; without it, read-only
-        ws = Workspace.open(workspace, progress=say, warm_kernels=run, lock=run, wait=wait, committed_only=run)
+        ws = Workspace.open(workspace, progress=say, warm_kernels=run, lock=run, wait=wait, committed_only=run,
+                            sandboxed=not unsandboxed)
     except UserError as exc:
         fail(exc)
     try:

@@ -10,7 +10,7 @@ from rich.markdown import Markdown
 from rich.syntax import Syntax
 from rich.table import Table
 
-from agentx.cli_common import WaitOpt, WorkspaceOpt, check_tier, console, fail, open_workspace, progress
+from agentx.cli_common import UnsandboxedOpt, WaitOpt, WorkspaceOpt, check_tier, console, fail, open_workspace, progress
 from agentx.errors import UserError
 
 LlmOpt = Annotated[str, typer.Option("--llm", help="brain: 'heuristic' (default, no LLM), 'openai:<model>', "
@@ -54,14 +54,15 @@ def results_table(rows: list[dict], title: str = "experiments") -> Table:
 
 def loop(workspace: Path, *, brain: str, experiments: int | None, until: str | None, budget_minutes: float | None,
          llm_dollars: float | None, parallel: int, seeds: int, max_seeds: int, request: str | None = None,
-         key: str = "run", tier: str = "full", wait: bool = False) -> None:
+         key: str = "run", tier: str = "full", wait: bool = False, unsandboxed: bool = False) -> None:
     from agentx.brains import make_brains
     from agentx.graph import LoopContext, run_loop
     from agentx.state import Budget
     from agents.evaluator import EvalSettings
 
     try:
-        ws = open_workspace(workspace, warm_kernels=True, lock=True, wait=wait, committed_only=True)
+        ws = open_workspace(workspace, warm_kernels=True, lock=True, wait=wait, committed_only=True,
+                            unsandboxed=unsandboxed)
     except UserError as exc:
         fail(exc)
     try:
@@ -89,21 +90,25 @@ def run(workspace: WorkspaceOpt,
         until: Annotated[str | None, typer.Option(help="stop starting new work at this local time, HH:MM")] = None,
         budget_minutes: Annotated[float | None, typer.Option(help="stop starting new work after M minutes")] = None,
         llm: LlmOpt = "heuristic", llm_dollars: DollarsOpt = None, parallel: ParallelOpt = 1,
-        seeds: SeedsOpt = 2, max_seeds: MaxSeedsOpt = 3, tier: EvalTierOpt = "full", wait: WaitOpt = False) -> None:
+        seeds: SeedsOpt = 2, max_seeds: MaxSeedsOpt = 3, tier: EvalTierOpt = "full", wait: WaitOpt = False,
+        unsandboxed: UnsandboxedOpt = False) -> None:
     """Run the closed loop (brainstorm -> develop -> evaluate -> record) until a budget ends.
 
     Run the same command again after an interruption (Ctrl-C, kill, reboot): it resumes the
     unfinished run without redoing finished experiments."""
     loop(workspace, brain=llm, experiments=experiments, until=until, budget_minutes=budget_minutes,
-         llm_dollars=llm_dollars, parallel=parallel, seeds=seeds, max_seeds=max_seeds, tier=tier, wait=wait)
+         llm_dollars=llm_dollars, parallel=parallel, seeds=seeds, max_seeds=max_seeds, tier=tier, wait=wait,
+         unsandboxed=unsandboxed)
 
 
 def ask(request: Annotated[str, typer.Argument(help='what to try, e.g. "try a cross network on the ranker"')],
         workspace: WorkspaceOpt, llm: LlmOpt = "heuristic", llm_dollars: DollarsOpt = None,
-        seeds: SeedsOpt = 2, max_seeds: MaxSeedsOpt = 3, wait: WaitOpt = False) -> None:
+        seeds: SeedsOpt = 2, max_seeds: MaxSeedsOpt = 3, wait: WaitOpt = False,
+        unsandboxed: UnsandboxedOpt = False) -> None:
     """Turn a request in plain words into one experiment and run it through the loop."""
     loop(workspace, brain=llm, experiments=1, until=None, budget_minutes=None, llm_dollars=llm_dollars,
-         parallel=1, seeds=seeds, max_seeds=max_seeds, request=request, key="ask", wait=wait)
+         parallel=1, seeds=seeds, max_seeds=max_seeds, request=request, key="ask", wait=wait,
+         unsandboxed=unsandboxed)
 
 
 pr_app = typer.Typer(no_args_is_help=True, help="Review the pull requests experiments produce: list, show, approve, reject.")

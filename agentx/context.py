@@ -28,12 +28,15 @@ class Workspace:
     @classmethod
     def open(cls, root: Path | str, progress: Callable[[str], None] = lambda _: None, *,
              warm_kernels: bool = True, lock: bool = False, wait: bool = False,
-             committed_only: bool = False) -> Workspace:
+             committed_only: bool = False, sandboxed: bool = True) -> Workspace:
         """Open a workspace; with `warm_kernels` the next run's kernel starts in the background.
 
         Commands that train or write take the workspace `lock` (`agentx/lock.py`; with `wait`
         they wait for another holder instead of refusing); training commands pass
-        `committed_only` to refuse uncommitted edits to editable or protected files."""
+        `committed_only` to refuse uncommitted edits to editable or protected files.
+        `sandboxed=False` (`--unsandboxed`) runs experiment code without the OS sandbox; with
+        it, a machine where no sandbox can be made refuses here (warm kernels) or at the
+        first run, with one line saying how to install bubblewrap."""
         root = Path(root).resolve()
         manifest = load_manifest(root)
         repo = WorkspaceRepo(root)
@@ -44,7 +47,11 @@ class Workspace:
         try:
             if not kb.query("SELECT 1 FROM research_cards LIMIT 1"):
                 seed_cards(kb)                     # the shipped research cards the brainstorm reads
-            harness = Harness(root, manifest, kb, cache_dir(), progress=progress, warm_kernels=warm_kernels)
+            if not sandboxed and warm_kernels:
+                progress("WARNING: --unsandboxed: experiment code runs without the OS sandbox; it can read "
+                         "labels and change files, and every verdict will say so")
+            harness = Harness(root, manifest, kb, cache_dir(), progress=progress, warm_kernels=warm_kernels,
+                              sandboxed=sandboxed)
         except BaseException:
             if held is not None:
                 held.release()
