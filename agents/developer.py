@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-import git
 from pydantic import BaseModel, Field
 
 from agents.prompts import render_prompt
 from agents.recipes import RecipeNotApplicable, get_recipe
 from tools.git_repo import NothingToCommitError
+from tools.git_safe import open_repo
 
 
 class FileChange(BaseModel):
@@ -120,7 +120,7 @@ def develop(ws, experiment: dict, developer, *, micro_seed: int = 0) -> Develope
     if not head and ws.repo.head(worktree.branch) != experiment["base_commit"]:
         head = ws.repo.head(worktree.branch)   # committed just before an interruption
     if not head:
-        checkout = git.Repo(worktree.path)     # drop a half-applied change from an interrupted run
+        checkout = open_repo(worktree.path)     # drop a half-applied change from an interrupted run
         checkout.git.reset("--hard")
         checkout.git.clean("-fd")
         try:
@@ -152,7 +152,7 @@ def develop(ws, experiment: dict, developer, *, micro_seed: int = 0) -> Develope
 
 def _commit(ws, worktree, experiment: dict, summary: str) -> str:
     """Commit the worktree's changes, refusing protected paths (the harness re-checks at run time)."""
-    dirty = git.Repo(worktree.path)
+    dirty = open_repo(worktree.path)
     paths = {item.a_path for item in dirty.index.diff(None)} | set(dirty.untracked_files)
     protected = sorted(p for p in paths if ws.manifest.paths.is_protected(p))
     if protected:

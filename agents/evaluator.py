@@ -53,6 +53,15 @@ class EvalSettings:
     rollout_backend: BackendFactory | None = None   # None: ReplayRollout over the test slice
 
 
+class ControlFailed(Exception):
+    """The base commit's run failed (a full disk, a broken main): no verdict can be made.
+    The experiment fails with this kind; the loop goes on."""
+
+    def __init__(self, kind: str, detail: str):
+        super().__init__(detail)
+        self.kind, self.detail = kind, detail
+
+
 @dataclass
 class Verdict:
     decision: str
@@ -90,8 +99,9 @@ def evaluate(ws, experiment: dict, treatment_path, settings: EvalSettings) -> Ve
             control = ws.harness.run(control_path, base, tier=settings.tier, seed=seed, arm="control",
                                      experiment_id=experiment["id"], reuse=True)
             if not control.ok:
-                raise RuntimeError(f"the control arm (base {base[:10]}, seed {seed}) failed: "
-                                   f"{control.failure_kind}: {control.failure_detail}")
+                raise ControlFailed(control.failure_kind or control.status,
+                                    f"the control arm (base {base[:10]}, seed {seed}, run {control.run_id}) failed: "
+                                    f"{control.failure_kind}: {(control.failure_detail or '')[-600:]}")
             treatment = ws.harness.run(treatment_path, head, tier=settings.tier, seed=seed, arm="treatment",
                                        experiment_id=experiment["id"], reuse=True)
             if not treatment.ok:

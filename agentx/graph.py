@@ -27,7 +27,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from agents import developer as dev
-from agents.evaluator import EvalSettings, evaluate, roll_out, train_rows
+from agents.evaluator import ControlFailed, EvalSettings, evaluate, roll_out, train_rows
 from agents.harness_evolution import evolve
 from agents.recipes import RECIPES, slug as recipe_slug
 from agentx.errors import UserError
@@ -138,7 +138,11 @@ def evaluate_experiment(state: ExperimentState, runtime: Runtime[LoopContext]) -
     worktree = next(w for w in ctx.ws.repo.experiments() if w.exp_id == exp_id)
     ctx.progress(f"{exp_id}: evaluating control vs treatment, {ctx.settings.tier} tier, "
                  f"{ctx.settings.seeds}+ paired seeds")
-    verdict = evaluate(ctx.ws, experiment, worktree.path, ctx.settings)
+    try:
+        verdict = evaluate(ctx.ws, experiment, worktree.path, ctx.settings)
+    except ControlFailed as exc:
+        ctx.progress(f"{exp_id}: no verdict: {exc.detail.splitlines()[0]}")
+        return {"outcome": "failed", "failure_kind": f"control_{exc.kind}", "failure_detail": exc.detail}
     if verdict.decision == "ship":
         ctx.progress(f"{exp_id}: offline ship; staged rollout to "
                      f"{' -> '.join(f'{s:.0%}' for s in ctx.settings.rollout_shares)} of users")

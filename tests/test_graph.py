@@ -113,3 +113,23 @@ def test_heuristic_brain_refuses_a_request_it_cannot_match(tiny_ws):
     brains = make_brains(tiny_ws.kb)
     with pytest.raises(NoMatchingRecipe, match="found no recipe"):
         brains.brainstorm.propose(tiny_ws, 1, "make it sing opera")
+
+
+def test_a_failing_control_arm_fails_the_experiment_not_the_loop(tiny_template, tmp_path):
+    """main's own code breaks at the full tier: no verdict can be made, the loop goes on."""
+    broken_at_full = TINY_TRAIN.replace(
+        "def main(run_dir):",
+        "def main(run_dir):\n    import json, os\n"
+        "    if json.load(open(os.path.join(run_dir, 'run.json')))['tier'] == 'full':\n"
+        "        raise OSError('main is broken at full size')")
+    (tiny_template / "train.py").write_text(broken_at_full)
+    WorkspaceRepo.init_from_template(tmp_path / "ws", tiny_template)
+    with Workspace.open(tmp_path / "ws") as ws:
+        model = FakeChatModel()
+        model.enqueue(proposal())
+        model.enqueue({"summary": "prior weight 2", "files": [{"path": "train.py", "content": BETTER_TRAIN}]})
+        result = run_loop(llm_context(ws, model), Budget(max_experiments=1))
+        assert result.finished == ["E0001"]
+        assert ws.kb.get_experiment("E0001")["status"] == "failed" and not ws.kb.verdicts("E0001")
+        (lesson,) = ws.kb.lessons("E0001")
+        assert lesson["failure_kind"] == "control_crash" and "main is broken" in lesson["text"]
