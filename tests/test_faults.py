@@ -247,3 +247,29 @@ def test_two_runs_on_one_workspace_never_train_a_control_twice(ws):
     starts = [e["id"] for e in kb.events("loop_started")]
     ends = [e["id"] for e in kb.events("loop_finished")]
     assert len(starts) == len(ends) == 2 and starts[0] < ends[0] < starts[1] < ends[1]   # one after the other
+
+
+def test_an_entrypoint_that_does_not_exist_is_one_line_before_any_kernel(tiny_template, tmp_path):
+    manifest = (tiny_template / "agentx.toml").read_text().replace('entrypoint = "train:main"',
+                                                                   'entrypoint = "trainer:main"')
+    (tiny_template / "agentx.toml").write_text(manifest)
+    WorkspaceRepo.init_from_template(tmp_path / "ws", tiny_template)
+    result = CliRunner().invoke(app, ["baseline", "--workspace", str(tmp_path / "ws"), "--seeds", "1",
+                                      "--tier", "micro"])
+    assert result.exit_code == 2 and "'trainer'" in one_line(result) and "[train] entrypoint" in one_line(result)
+    assert not KnowledgeBase.for_workspace(tmp_path / "ws").query("SELECT id FROM runs")
+
+
+def test_too_little_disk_is_a_disk_failure_with_the_free_space_and_the_next_seed_runs(tiny_template, tmp_path):
+    """A cap larger than the disk: each run fails as `disk` before a kernel starts, naming the
+    free space; the harness goes on to the next seed instead of crashing."""
+    manifest = (tiny_template / "agentx.toml").read_text() + "\n[sandbox]\nrun_dir_mb = 100000000\n"
+    (tiny_template / "agentx.toml").write_text(manifest)
+    WorkspaceRepo.init_from_template(tmp_path / "ws", tiny_template)
+    result = CliRunner().invoke(app, ["baseline", "--workspace", str(tmp_path / "ws"), "--seeds", "2",
+                                      "--tier", "micro"])
+    assert result.exit_code == 1, result.output
+    rows = KnowledgeBase.for_workspace(tmp_path / "ws").query("SELECT seed, status, failure_kind, failure_detail "
+                                                               "FROM runs ORDER BY seed")
+    assert [(r["seed"], r["status"], r["failure_kind"]) for r in rows] == [(0, "disk", "disk"), (1, "disk", "disk")]
+    assert "GB are free on the disk" in rows[0]["failure_detail"]
