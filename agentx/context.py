@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from agentx.committed import require_committed
 from agentx.lock import WorkspaceLock, lock_workspace
-from agentx.paths import cache_dir
+from agentx.paths import cache_dir, state_dir
 from agentx.workspace import Manifest, load_manifest
 from knowledge import KnowledgeBase
 from knowledge.cards import seed_cards
@@ -44,6 +45,8 @@ class Workspace:
             require_committed(repo, manifest.paths)
         kb = KnowledgeBase.for_workspace(root)
         held = lock_workspace(root, kb, wait=wait, say=progress) if lock else None
+        if held is not None:   # kernel slots only live while their (locked) process does: any left are a killed one's
+            shutil.rmtree(state_dir(root) / "slots", ignore_errors=True)
         try:
             if not kb.query("SELECT 1 FROM research_cards LIMIT 1"):
                 seed_cards(kb)                     # the shipped research cards the brainstorm reads

@@ -46,6 +46,8 @@ def test_killed_run_resumes_without_redoing_finished_experiments(tmp_path):
     assert "resuming unfinished run" in second.stdout
     assert f"marked {len(orphans)} run(s) that an ended process left running as abandoned" in second.stdout
     assert kb.runs(status="running") == []
+    slots = ws / ".agentx" / "slots"
+    assert not slots.exists() or not list(slots.iterdir())     # the killed process's kernel slots are gone too
     for run_id in orphans:
         run = kb.get_run(run_id)
         assert (run["status"], run["failure_kind"]) == ("abandoned", "abandoned")
