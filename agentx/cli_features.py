@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from agentx.cli_common import UnsandboxedOpt, WaitOpt, WorkspaceOpt, console, fail
-from agentx.cli_loop import DollarsOpt, EvalTierOpt, LlmOpt, MaxSeedsOpt, SeedsOpt
+from agentx.cli_loop import DollarsOpt, EvalTierOpt, LlmOpt, MaxSeedsOpt, SeedsOpt, one_line_fix
 from agentx.errors import UserError
 
 
@@ -99,11 +99,17 @@ def select_features(
     cardinality, associated partners) are computed on train and validation once per data and
     catalog version and kept in the KB. The offline brain (constrained greedy mRMR) is the
     default; --llm SPEC asks an LLM (buckets, merge, add/swap refinement). Hard constraints
-    are enforced in code either way, with a repair step whose log is printed."""
+    are enforced in code either way, with a repair step whose log is printed.
+
+    Exit status: 0 when the selection is valid and, with --run, its experiment got a verdict
+    (ship, reject, inconclusive or vetoed); 1 when the selection breaks a constraint, or when
+    the --run experiment got no verdict (it failed or stopped, or none ran), with the reason on
+    the last line; 2 on bad input or an error that stops the command, in one line."""
     from agents.evaluator import EvalSettings
     from agentx import mofa
     from agentx.context import Workspace
     from agentx.llm import BudgetExceeded, LLMError, MissingAPIKeyError
+    from knowledge import KnowledgeBaseLocked
 
     out = Console(stderr=True, highlight=False) if as_json else console
     say = lambda message: out.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")  # noqa: E731
@@ -112,7 +118,7 @@ def select_features(
         # --run trains: it takes the workspace lock and needs committed code; without it, read-only
         ws = Workspace.open(workspace, progress=say, warm_kernels=run, lock=run, wait=wait, committed_only=run,
                             sandboxed=not unsandboxed)
-    except UserError as exc:
+    except (UserError, KnowledgeBaseLocked) as exc:
         fail(exc)
     try:
         stats = mofa.workspace_stats(ws, recompute=recompute, progress=say)
@@ -132,8 +138,10 @@ def select_features(
         if run and selection.valid:
             report["experiment"] = _run(ws, mofa, selection, stats.version,
                                         EvalSettings(tier=tier, seeds=seeds, max_seeds=max(seeds, max_seeds)), say)
-    except (UserError, ValueError, MissingAPIKeyError, LLMError, BudgetExceeded) as exc:
+    except (UserError, ValueError) as exc:
         fail(exc)
+    except (MissingAPIKeyError, LLMError, BudgetExceeded, KnowledgeBaseLocked) as exc:
+        fail(UserError(one_line_fix(exc)))
     finally:
         ws.close()
     if as_json:
@@ -142,6 +150,19 @@ def select_features(
         _print_experiment(report["experiment"])
     if not selection.valid:
         raise typer.Exit(1)
+    if run and (reason := no_verdict(report["experiment"])):
+        out.print(f"[red]no verdict:[/red] {escape(reason)}", soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def no_verdict(experiment: dict | None) -> str | None:
+    """Why the --run experiment was not judged; None when it got a verdict."""
+    if experiment is None or experiment.get("id") is None:
+        return f"no experiment ran ({(experiment or {}).get('stop_reason') or 'nothing was started'})"
+    if experiment["verdict"] is None:
+        return f"experiment {experiment['id']} {experiment['status']} before a verdict; " \
+               f"`agentx show {experiment['id']}` says why"
+    return None
 
 
 def _run(ws, mofa, selection, version: str, settings, say) -> dict:

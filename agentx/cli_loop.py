@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
@@ -52,19 +53,52 @@ def results_table(rows: list[dict], title: str = "experiments") -> Table:
     return table
 
 
+def one_line_fix(exc: Exception) -> str:
+    """An error of the LLM layer or the KB lock as one line that ends with what to do about it."""
+    from agentx.llm import BudgetExceeded, LLMError
+
+    text = " ".join(str(exc).split())
+    if isinstance(exc, LLMError):
+        text += ("; check the model name (--llm), the provider's API key and that the provider is reachable, "
+                 "or run with --llm heuristic")
+    elif isinstance(exc, BudgetExceeded):
+        text += "; raise --llm-dollars or run with --llm heuristic"
+    return text
+
+
+def no_verdict_reason(kb, rows: list[dict], stop_reason: str | None, workspace: Path) -> str | None:
+    """Why no experiment of this invocation was judged; None when at least one got a verdict."""
+    if any(r["decision"] for r in rows):
+        return None
+    if not rows:
+        return f"no experiment ran ({stop_reason or 'nothing was proposed'})"
+    outcomes = []
+    for r in rows:
+        lessons = kb.lessons(r["id"])
+        kind = lessons[-1].get("failure_kind") if lessons else None
+        outcomes.append(f"{r['id']} {r['status']}" + (f" ({kind})" if kind else ""))
+    return f"{', '.join(outcomes)}; `agentx show {rows[0]['id']} --workspace {workspace}` says why"
+
+
 def loop(workspace: Path, *, brain: str, experiments: int | None, until: str | None, budget_minutes: float | None,
          llm_dollars: float | None, parallel: int, seeds: int, max_seeds: int, request: str | None = None,
          key: str = "run", tier: str = "full", wait: bool = False, unsandboxed: bool = False) -> None:
+    """Run the loop and print what it did; exit 1 when no experiment of this invocation got a
+    verdict, 2 (one line, no traceback) on bad input, LLM provider errors and a locked KB."""
     from agentx.brains import make_brains
     from agentx.graph import LoopContext, run_loop
+    from agentx.llm import BudgetExceeded, LLMError, MissingAPIKeyError
     from agentx.state import Budget
     from agents.evaluator import EvalSettings
+    from knowledge import KnowledgeBaseLocked
 
     try:
         ws = open_workspace(workspace, warm_kernels=True, lock=True, wait=wait, committed_only=True,
                             unsandboxed=unsandboxed)
     except UserError as exc:
         fail(exc)
+    except KnowledgeBaseLocked as exc:
+        fail(UserError(one_line_fix(exc)))
     try:
         brains = make_brains(ws.kb, brain, dollar_cap=llm_dollars)
         budget = Budget.build(experiments=experiments, until=until, minutes=budget_minutes, llm_dollars=llm_dollars)
@@ -76,6 +110,8 @@ def loop(workspace: Path, *, brain: str, experiments: int | None, until: str | N
         result = run_loop(ctx, budget, request=request, key=key)
     except (UserError, ValueError) as exc:
         fail(exc)
+    except (MissingAPIKeyError, LLMError, BudgetExceeded, KnowledgeBaseLocked) as exc:
+        fail(UserError(one_line_fix(exc)))
     finally:
         ws.close()
     rows = [r for r in experiment_rows(ws.kb) if r["id"] in set(result.finished) or r["id"] not in before]
@@ -83,6 +119,9 @@ def loop(workspace: Path, *, brain: str, experiments: int | None, until: str | N
     if result.stop_reason:
         console.print(f"stopped: {result.stop_reason}")
     console.print(f"knowledge base: {ws.root / '.agentx' / 'kb.duckdb'}; review: agentx pr list --workspace {ws.root}")
+    if reason := no_verdict_reason(ws.kb, rows, result.stop_reason, ws.root):
+        console.print(f"[red]no verdict:[/red] {escape(reason)}", soft_wrap=True)
+        raise typer.Exit(1)
 
 
 def run(workspace: WorkspaceOpt,
@@ -95,7 +134,13 @@ def run(workspace: WorkspaceOpt,
     """Run the closed loop (brainstorm -> develop -> evaluate -> record) until a budget ends.
 
     Run the same command again after an interruption (Ctrl-C, kill, reboot): it resumes the
-    unfinished run without redoing finished experiments."""
+    unfinished run without redoing finished experiments.
+
+    Exit status: 0 when at least one experiment of this invocation got a verdict (ship, reject,
+    inconclusive or vetoed); 1 when none did: every one failed or stopped, or none ran (the
+    brain had no untried proposals, or a budget ended first); the last line says why. 2 on bad
+    input or an error that stops the command (a missing API key, a failing LLM provider, a busy
+    workspace or knowledge base), in one line that says what to do."""
     loop(workspace, brain=llm, experiments=experiments, until=until, budget_minutes=budget_minutes,
          llm_dollars=llm_dollars, parallel=parallel, seeds=seeds, max_seeds=max_seeds, tier=tier, wait=wait,
          unsandboxed=unsandboxed)
@@ -105,7 +150,13 @@ def ask(request: Annotated[str, typer.Argument(help='what to try, e.g. "try a cr
         workspace: WorkspaceOpt, llm: LlmOpt = "heuristic", llm_dollars: DollarsOpt = None,
         seeds: SeedsOpt = 2, max_seeds: MaxSeedsOpt = 3, wait: WaitOpt = False,
         unsandboxed: UnsandboxedOpt = False) -> None:
-    """Turn a request in plain words into one experiment and run it through the loop."""
+    """Turn a request in plain words into one experiment and run it through the loop.
+
+    Exit status: 0 when the experiment got a verdict (ship, reject, inconclusive or vetoed); 1
+    when it did not (it failed or stopped before a verdict, or none ran); the last line says
+    why. 2 on bad input (a request no recipe matches) or an error that stops the command (a
+    missing API key, a failing LLM provider, a busy workspace or knowledge base), in one line
+    that says what to do."""
     loop(workspace, brain=llm, experiments=1, until=None, budget_minutes=None, llm_dollars=llm_dollars,
          parallel=1, seeds=seeds, max_seeds=max_seeds, request=request, key="ask", wait=wait,
          unsandboxed=unsandboxed)
@@ -151,16 +202,26 @@ def pr_show(number: Annotated[int, typer.Argument(help="pull request number")], 
 
 @pr_app.command("approve")
 def pr_approve(number: Annotated[int, typer.Argument(help="pull request number")], workspace: WorkspaceOpt,
+               force: Annotated[bool, typer.Option("--force", help="merge even when the experiment was not judged "
+                                                   "ship (failed, rejected, vetoed, inconclusive, no verdict) or main "
+                                                   "moved since its base; the override is recorded on the pull "
+                                                   "request and in the KB")] = False,
                wait: WaitOpt = False) -> None:
-    """Merge the branch into the workspace's main (refused if main moved since its base)."""
+    """Merge the branch into the workspace's main.
+
+    Only an experiment judged 'ship' on the current main merges: one that failed, was rejected,
+    vetoed or inconclusive, or whose base is no longer main's head, is refused (exit 2) unless
+    --force is given."""
     from agentx import pr
 
     try:
         with open_workspace(workspace, lock=True, wait=wait) as ws:
-            merged = pr.approve(ws, number)
+            approval = pr.approve(ws, number, force=force)
     except UserError as exc:
         fail(exc)
-    console.print(f"merged #{number} into main at {merged[:10]}")
+    for override in approval.overrides:
+        console.print(f"[yellow]warning:[/yellow] --force overrode: {escape(override)}", soft_wrap=True)
+    console.print(f"merged #{number} into main at {approval.commit[:10]}")
 
 
 @pr_app.command("reject")

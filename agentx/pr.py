@@ -2,11 +2,14 @@
 
 A pull request is a KB row (branch, title, markdown description with hypothesis, diff stat
 and evidence) rather than a hosted PR, so it works on any git repo; `approve` merges the
-branch into the workspace's main, `reject` records the reviewer's reason as a lesson the
-brainstorm reads.
+branch into the workspace's main (only an experiment judged ship, on a main that has not moved
+since its base, unless `force` says otherwise, which is recorded), `reject` records the
+reviewer's reason as a lesson the brainstorm reads.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from agents.recipes import RECIPES
 from agentx.errors import UserError
@@ -60,20 +63,82 @@ def get(ws, pr_id: int) -> dict:
     return pr
 
 
-def approve(ws, pr_id: int) -> str:
-    """Merge the branch into main; refuse if main moved since the experiment's base."""
+class NotShippable(UserError):
+    """`approve` refused a pull request whose experiment was not judged `ship`."""
+
+
+class BaseMoved(UserError):
+    """`approve` refused a pull request because main moved since the experiment's base."""
+
+
+def decision_of(ws, experiment_id: str) -> str:
+    """What the evaluator decided (ship, reject, inconclusive, vetoed), or why there is no
+    verdict (failed, stopped, abandoned, ...: the experiment's status)."""
+    verdicts = ws.kb.verdicts(experiment_id)
+    if verdicts:
+        return verdicts[-1]["decision"]
+    experiment = ws.kb.get_experiment(experiment_id) or {}
+    return experiment.get("status") or "unknown"
+
+
+def _refusal(pr_id: int, experiment_id: str, decision: str) -> str:
+    """The one line that refuses a pull request whose experiment was not judged ship."""
+    if decision in ("reject", "inconclusive", "vetoed"):
+        what = f"was judged {decision!r}"
+    elif decision in ("failed", "stopped", "abandoned"):
+        what = f"has no verdict (it {decision} before evaluation)"
+    else:
+        what = f"has no verdict (status {decision!r})"
+    return (f"refusing to merge #{pr_id}: experiment {experiment_id} {what}; only a 'ship' verdict merges. "
+            f"`agentx pr approve {pr_id} --force` merges it anyway")
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A merged pull request: the merge commit on main and each check `force` overrode."""
+
+    commit: str
+    overrides: list[str] = field(default_factory=list)
+
+
+def approve(ws, pr_id: int, *, force: bool = False) -> Approval:
+    """Merge the branch into main; returns the merge commit and what `force` overrode.
+
+    Refused (a `UserError`) unless the experiment's verdict is `ship` and main has not moved
+    since the experiment's base. `force` merges anyway; each check it overrode is returned,
+    recorded in the PR's review_reason and logged as a `pr_forced` KB event."""
     pr = get(ws, pr_id)
     if pr["state"] not in ("open", "draft"):
         raise UserError(f"pull request #{pr_id} is {pr['state']}; only open or draft ones can be approved")
+    overrides = []
+    decision = decision_of(ws, pr["experiment_id"])
+    if decision != "ship":
+        if not force:
+            raise NotShippable(_refusal(pr_id, pr["experiment_id"], decision))
+        overrides.append(f"decision {decision!r} (not ship)")
+    base, head = ws.repo.base_of(pr["branch"]), ws.repo.head()
+    if base != head:
+        if not force:
+            raise BaseMoved(f"refusing to merge #{pr_id}: main moved from {base[:12]} to {head[:12]} since "
+                            f"{pr['branch']} was branched. The evidence was measured against the old base, so it no "
+                            "longer applies; re-run the experiment on the new main (agentx ask / run), or "
+                            f"`agentx pr approve {pr_id} --force` merges it anyway")
+        overrides.append(f"main moved from {base[:12]} to {head[:12]} since the experiment's base")
+    message = f"Merge {pr['branch']}: {pr['title']}\n\nExperiment-Id: {pr['experiment_id']}"
     try:
-        merged = ws.repo.merge(pr["branch"], f"Merge {pr['branch']}: {pr['title']}\n\nExperiment-Id: {pr['experiment_id']}")
-    except MainMovedError as exc:
-        raise UserError(f"refusing to merge #{pr_id}: {exc}. The evidence was measured against the old base, so it "
-                        "no longer applies; re-run the experiment on the new main (agentx ask / run).") from None
-    ws.kb.update_pull_request(pr_id, state="merged", merge_commit=merged)
+        merged = ws.repo.merge(pr["branch"], message, allow_moved=force)
+    except MainMovedError as exc:     # main moved between the check above and the merge
+        raise BaseMoved(f"refusing to merge #{pr_id}: main moved from {exc.old[:12]} to {exc.new[:12]}; re-run "
+                        f"the experiment on the new main, or `agentx pr approve {pr_id} --force`") from None
+    fields = {"state": "merged", "merge_commit": merged}
+    if overrides:
+        fields["review_reason"] = "approved with --force, overriding: " + "; ".join(overrides)
+        ws.kb.log_event("pr_forced", {"pr": pr_id, "overrode": overrides}, experiment_id=pr["experiment_id"])
+    ws.kb.update_pull_request(pr_id, **fields)
     ws.kb.update_experiment(pr["experiment_id"], status="merged")
-    ws.kb.log_event("pr_merged", {"pr": pr_id, "commit": merged}, experiment_id=pr["experiment_id"])
-    return merged
+    ws.kb.log_event("pr_merged", {"pr": pr_id, "commit": merged, "forced": bool(overrides)},
+                    experiment_id=pr["experiment_id"])
+    return Approval(merged, overrides)
 
 
 def reject(ws, pr_id: int, reason: str) -> None:

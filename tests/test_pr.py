@@ -1,4 +1,5 @@
-"""Pull-request review: approve merges, a moved main is refused, reject becomes a lesson; the CLI."""
+"""Pull-request review: approve merges only a ship verdict on an unmoved main (--force overrides,
+on the record), reject becomes a lesson; the CLI."""
 
 import json
 
@@ -11,43 +12,130 @@ from agentx.context import Workspace
 from agentx.errors import UserError
 from agentx.graph import run_loop
 from agentx.state import Budget
+from conftest import TINY_TRAIN
 from fake_llm import FakeChatModel
-from test_graph import BETTER_TRAIN, llm_context, proposal
+from test_graph import BETTER_TRAIN, BROKEN_TRAIN, llm_context, proposal
 from tools.git_repo import WorkspaceRepo
+
+# A main whose model ranks items in an arbitrary order: the honest per-item rates (TINY_TRAIN)
+# beat it clearly enough on the tiny data for the evaluator to say ship.
+SCRAMBLED_TRAIN = TINY_TRAIN.replace("return self.rates.get(item, self.prior)", "return (int(item) * 7919 % 31) / 100")
+
+
+def reviewed(root, *answers: str):
+    """Open the workspace at `root` and run one experiment whose developer writes each of
+    `answers` as train.py in turn (the first, then its repairs)."""
+    ws = Workspace.open(root, warm_kernels=False)
+    model = FakeChatModel()
+    model.enqueue(proposal())
+    for content in answers:
+        model.enqueue({"summary": "edit train.py", "files": [{"path": "train.py", "content": content}]})
+    try:
+        run_loop(llm_context(ws, model), Budget(max_experiments=1))
+    except BaseException:
+        ws.close()
+        raise
+    return ws
 
 
 @pytest.fixture
 def reviewed_ws(tiny_template, tmp_path):
+    """An experiment judged inconclusive: its pull request is a draft."""
     WorkspaceRepo.init_from_template(tmp_path / "ws", tiny_template)
-    with Workspace.open(tmp_path / "ws", warm_kernels=False) as ws:
-        model = FakeChatModel()
-        model.enqueue(proposal())
-        model.enqueue({"summary": "prior weight 2", "files": [{"path": "train.py", "content": BETTER_TRAIN}]})
-        run_loop(llm_context(ws, model), Budget(max_experiments=1))
+    with reviewed(tmp_path / "ws", BETTER_TRAIN) as ws:
         yield ws
 
 
-def test_approve_merges_the_branch_into_main(reviewed_ws):
-    ws = reviewed_ws
+@pytest.fixture
+def shipped_ws(tiny_template, tmp_path):
+    """An experiment judged ship: its pull request is open."""
+    (tiny_template / "train.py").write_text(SCRAMBLED_TRAIN)
+    WorkspaceRepo.init_from_template(tmp_path / "ws", tiny_template)
+    with reviewed(tmp_path / "ws", TINY_TRAIN) as ws:
+        yield ws
+
+
+@pytest.fixture
+def crashed_ws(tiny_template, tmp_path):
+    """An experiment whose train.py crashed the micro tier and was never repaired: a draft
+    pull request with a branch and no verdict."""
+    WorkspaceRepo.init_from_template(tmp_path / "ws", tiny_template)
+    with reviewed(tmp_path / "ws", BROKEN_TRAIN, BROKEN_TRAIN) as ws:
+        yield ws
+
+
+def commit_on_main(ws) -> str:
+    (ws.root / "NOTES.md").write_text("someone else's change\n")
+    ws.repo.repo.git.add("NOTES.md")
+    ws.repo.repo.git.commit("-m", "Unrelated change on main")
+    return ws.repo.head()
+
+
+def test_approve_merges_a_shipped_branch_into_main(shipped_ws):
+    ws = shipped_ws
     (request,) = ws.kb.pull_requests()
+    assert request["state"] == "open" and ws.kb.verdicts(request["experiment_id"])[-1]["decision"] == "ship"
     assert "| seed | control | treatment | delta |" in request["body"] and "### Guardrails" in request["body"]
-    merged = pr.approve(ws, request["id"])
-    assert ws.repo.head() == merged and "2 * prior" in (ws.root / "train.py").read_text()
-    assert ws.kb.get_pull_request(request["id"])["state"] == "merged"
+    approval = pr.approve(ws, request["id"])
+    assert approval.overrides == []
+    assert ws.repo.head() == approval.commit and "self.rates.get(item" in (ws.root / "train.py").read_text()
+    merged = ws.kb.get_pull_request(request["id"])
+    assert merged["state"] == "merged" and merged["review_reason"] is None
     assert ws.kb.get_experiment(request["experiment_id"])["status"] == "merged"
+    assert not ws.kb.events("pr_forced")
     with pytest.raises(UserError, match="is merged"):
         pr.approve(ws, request["id"])
 
 
-def test_approve_is_refused_when_main_moved(reviewed_ws):
-    ws = reviewed_ws
-    (ws.root / "NOTES.md").write_text("someone else's change\n")
-    ws.repo.repo.git.add("NOTES.md")
-    ws.repo.repo.git.commit("-m", "Unrelated change on main")
+def test_approve_is_refused_when_main_moved_and_says_what_a_person_can_do(shipped_ws):
+    ws = shipped_ws
+    before = commit_on_main(ws)
     (request,) = ws.kb.pull_requests()
-    with pytest.raises(UserError, match="main moved.*no longer applies"):
+    result = CliRunner().invoke(app, ["pr", "approve", str(request["id"]), "--workspace", str(ws.root)])
+    assert result.exit_code == 2, result.output
+    line = " ".join(result.output.split())
+    assert "main moved" in line and "no longer applies" in line and "re-run the experiment on the new main" in line
+    assert f"agentx pr approve {request['id']} --force" in line and "allow_moved" not in line
+    assert ws.kb.get_pull_request(request["id"])["state"] == "open" and ws.repo.head() == before
+
+    forced = CliRunner().invoke(app, ["pr", "approve", str(request["id"]), "--force", "--workspace", str(ws.root)])
+    assert forced.exit_code == 0, forced.output
+    assert "warning: --force overrode: main moved from" in forced.output
+    assert ws.repo.head() != before and (ws.root / "NOTES.md").is_file()
+    assert "main moved" in ws.kb.get_pull_request(request["id"])["review_reason"]
+
+
+def test_a_crashed_experiment_is_not_merged_without_force(crashed_ws):
+    ws = crashed_ws
+    (request,) = ws.kb.pull_requests()
+    assert request["state"] == "draft" and request["head_commit"] and not ws.kb.verdicts(request["experiment_id"])
+    main = ws.repo.head()
+    with pytest.raises(pr.NotShippable, match="E0001 has no verdict \\(it failed before evaluation\\).*--force"):
         pr.approve(ws, request["id"])
-    assert ws.kb.get_pull_request(request["id"])["state"] in ("open", "draft")
+    assert ws.repo.head() == main and "raise ValueError" not in (ws.root / "train.py").read_text()
+    assert ws.kb.get_pull_request(request["id"])["state"] == "draft"
+    assert ws.kb.get_experiment(request["experiment_id"])["status"] == "failed"
+
+
+def test_an_inconclusive_experiment_merges_only_with_force_on_the_record(reviewed_ws):
+    ws, runner = reviewed_ws, CliRunner()
+    (request,) = ws.kb.pull_requests()
+    main = ws.repo.head()
+    refused = runner.invoke(app, ["pr", "approve", str(request["id"]), "--workspace", str(ws.root)])
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    assert len(refused.output.strip().splitlines()) == 1
+    assert "was judged 'inconclusive'" in refused.output and "--force" in refused.output
+    assert ws.repo.head() == main
+
+    forced = runner.invoke(app, ["pr", "approve", str(request["id"]), "--force", "--workspace", str(ws.root)])
+    assert forced.exit_code == 0, forced.output
+    assert "warning: --force overrode: decision 'inconclusive' (not ship)" in forced.output
+    assert "2 * prior" in (ws.root / "train.py").read_text()
+    merged = ws.kb.get_pull_request(request["id"])
+    assert merged["state"] == "merged" and "--force" in merged["review_reason"]
+    assert "inconclusive" in merged["review_reason"]
+    (event,) = ws.kb.events("pr_forced")
+    assert event["experiment_id"] == "E0001" and "decision 'inconclusive' (not ship)" in event["payload"]["overrode"]
 
 
 def test_reject_records_a_lesson_the_brainstorm_reads(reviewed_ws):
