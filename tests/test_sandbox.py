@@ -2,8 +2,10 @@
 
 import ast
 import statistics
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import psutil
 import pytest
@@ -192,3 +194,13 @@ def test_median_kernel_start(tmp_path):
             starts.append(box.start())
     print(f"kernel start median {statistics.median(starts):.2f} s: {[round(s, 2) for s in starts]}")
     assert statistics.median(starts) < 10
+
+
+def test_the_sandbox_refuses_to_show_a_workspace_that_lies_inside_a_bound_folder(tmp_path):
+    from tools.confine import Confinement, SandboxUnavailable, probe, python_prefixes
+
+    confinement = Confinement(probe(), tmp_path, tmp_path)
+    inside = Path(python_prefixes(sys.executable)[0]) / "my-workspace"
+    with pytest.raises(SandboxUnavailable, match="would show the workspace"):
+        confinement.check_hidden(sys.executable, {"the workspace": inside})
+    confinement.check_hidden(sys.executable, {"the workspace": tmp_path / "ws"})   # elsewhere: fine

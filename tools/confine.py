@@ -62,7 +62,7 @@ ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "passwd", "g
        "localtime", "timezone", "hosts", "host.conf", "protocols", "services", "mime.types", "os-release",
        "fonts", "ssl", "ca-certificates", "gai.conf")
 ETC_NETWORK = ("resolv.conf",)
-SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 
 INSTALL_HINT = ("install it (Debian/Ubuntu: sudo apt-get install bubblewrap; Fedora: sudo dnf install bubblewrap) "
                 "or pass --unsandboxed to run experiment code without one (every verdict then says so)")
@@ -168,6 +168,18 @@ class Confinement:
         launch = ("import os, resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (%d, %d)); "
                   "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])" % (limit, limit))
         return [*args, "--", python, "-c", launch, *argv[1:]]
+
+    def check_hidden(self, python: str, secret: Mapping[str, Path]) -> None:
+        """Refuse when a folder bound read-only (the interpreter's prefixes, the system ones)
+        holds a folder the kernel must not see (the workspace with its KB, the cache)."""
+        bound = [*python_prefixes(python), *(p for p in SYSTEM if os.path.isdir(p) and not os.path.islink(p))]
+        for name, path in secret.items():
+            real = os.path.realpath(path)
+            for prefix in bound:
+                if real == prefix or real.startswith(prefix.rstrip("/") + "/"):
+                    raise SandboxUnavailable(
+                        f"the sandbox would show {name} ({real}) to experiment code: it lies inside {prefix}, which "
+                        "kernels see read-only (the Python installation or a system folder); move it elsewhere")
 
     def environment(self, python: str, extra: Mapping[str, str], private: Path) -> dict[str, str]:
         """The kernel's whole environment: the allowlist, what the harness adds, fixed paths."""

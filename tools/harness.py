@@ -306,8 +306,10 @@ class Harness:
         if not self.sandboxed:
             return None
         spec = self.manifest.sandbox
-        return Confinement(probe(), slot.work, slot.run, network=spec.network, run_mb=spec.run_dir_mb,
-                           tmp_mb=spec.tmp_mb)
+        confinement = Confinement(probe(), slot.work, slot.run, network=spec.network, run_mb=spec.run_dir_mb,
+                                  tmp_mb=spec.tmp_mb)
+        confinement.check_hidden(self.python, {"the workspace": self.workspace, "the cache": self.cache})
+        return confinement
 
     def close(self) -> None:
         if self.pool is not None:
