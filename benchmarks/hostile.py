@@ -135,6 +135,8 @@ def main() -> None:
                 (wt.path / "train.py").write_text(textwrap.dedent(TINY_TRAIN) + "\n" + wrap_main("import os\n" + body))
                 head = ws.repo.commit(wt, name)
                 before = state(ws)
+                strays = [outside / "escape.txt", outside / "hook-ran", ws.root / "escape.txt", Path.home() / "escape.txt"]
+                present = {p for p in strays if p.exists()}     # not this attack's doing
                 t0 = time.perf_counter()
                 run = ws.harness.run(wt.path, head, tier="micro", seed=0, arm="treatment")
                 seconds[name] = round(time.perf_counter() - t0, 2)
@@ -148,7 +150,7 @@ def main() -> None:
                 held = sum(p.stat().st_size for p in run_files) / 2**20
                 if held > CAP_MB + SLACK_MB:
                     effects.append(f"run directory at {held:.0f} MB, past its cap")
-                if list(outside.iterdir()) or (ws.root / "escape.txt").exists() or (Path.home() / "escape.txt").exists():
+                if {p for p in strays if p.exists()} - present:
                     effects.append("file outside the run")
                 try:
                     server.accept()[0].close()
@@ -165,7 +167,7 @@ def main() -> None:
                     effects.append(f"scored with the labels (test AUC {run.metric('test', 'auc'):.3f})")
                 # undo what an unsandboxed attack did, so the next one starts from the same main
                 ws.repo.repo.git.reset("-q", "--hard", original["head"])
-                for stray in [*outside.iterdir(), ws.root / "escape.txt", Path.home() / "escape.txt"]:
+                for stray in set(strays) - present:
                     stray.unlink(missing_ok=True)
                 for hook in set(after["hooks"]) - set(original["hooks"]):
                     (ws.root / ".git" / "hooks" / hook).unlink()
