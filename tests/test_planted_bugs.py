@@ -18,7 +18,7 @@ from agentx.workspace import load_manifest
 from knowledge import KnowledgeBase
 from tests.conftest import SHARED_CACHE, wrap_main
 from tools.git_repo import WorkspaceRepo, resolve_template
-from tools.harness import AUDIT_LOG
+from tools.cells import AUDIT_LOG
 from tools.harness import Harness
 from tools.planted import BUGS, PlantError, get_bug, plant
 from tools.scoring import InvalidPredictions, check_alignment, score_run

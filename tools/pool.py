@@ -65,13 +65,19 @@ class Slot:
 Confine = Callable[[Slot], Confinement | None]
 
 
-def start_kernel(slot: Slot, confine: Confine, *, python: str, extra_env: dict[str, str],
-                 memory_limit_mb: int | None) -> Sandbox:
-    """A started kernel working in `slot` (confined as `confine` says)."""
-    box = Sandbox(slot.work, python=python, extra_env=extra_env, memory_limit_mb=memory_limit_mb,
-                  confinement=confine(slot))
-    box.start()
-    return box
+def start_kernel(slots: Path, confine: Confine, *, python: str, extra_env: dict[str, str],
+                 memory_limit_mb: int | None) -> tuple[Sandbox, Slot]:
+    """A started kernel in a new slot under `slots` (confined as `confine` says); the slot
+    is removed again when the kernel cannot start."""
+    slot = Slot.create(slots)
+    try:
+        box = Sandbox(slot.work, python=python, extra_env=extra_env, memory_limit_mb=memory_limit_mb,
+                      confinement=confine(slot))
+        box.start()
+    except BaseException:
+        slot.remove()
+        raise
+    return box, slot
 
 
 def default_spares() -> int:
@@ -100,13 +106,8 @@ class KernelPool:
             self._refill()                     # the first spare starts now
 
     def _start_one(self) -> tuple[Sandbox, Slot]:
-        slot = Slot.create(self.slots)
-        try:
-            box = start_kernel(slot, self.confine, python=self.python, extra_env=self.extra_env,
-                               memory_limit_mb=self.memory_limit_mb)
-        except BaseException:
-            slot.remove()
-            raise
+        box, slot = start_kernel(self.slots, self.confine, python=self.python, extra_env=self.extra_env,
+                                 memory_limit_mb=self.memory_limit_mb)
         if self.preload:
             # A preload that fails (a library missing) is not this kernel's problem to report:
             # the run's own import will fail with the real traceback.
