@@ -285,3 +285,20 @@ def test_a_label_reading_branch_does_not_ship(ws):
     assert not [v for v in ws.kb.verdicts() if v["decision"] == "ship"]
     assert not ws.kb.query("SELECT 1 FROM metrics WHERE split = 'test' AND name = 'auc' AND value > 0.99")
     assert not [pr for pr in ws.kb.pull_requests() if pr["state"] == "open"]
+
+
+def test_network_only_when_the_manifest_asks_and_the_verdict_says_so(ws, tmp_path):
+    from agents.evaluator import confinement
+
+    ws.harness.manifest = ws.harness.manifest.model_copy(update={"sandbox": ws.harness.manifest.sandbox.model_copy(
+        update={"network": True})})
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    body = f"import socket\nsocket.create_connection(('127.0.0.1', {server.getsockname()[1]}), timeout=5).close()"
+    outcome, row = attack(ws, body, tmp_path)
+    server.close()
+    assert outcome.ok, outcome.failure_detail
+    assert row["network"] is True
+    sandbox, line, note = confinement(ws.kb, [outcome.run_id])
+    assert (sandbox, line["value"]) == ("bwrap", "bwrap, network allowed by the manifest") and "[network" in note
