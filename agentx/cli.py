@@ -112,7 +112,10 @@ def baseline(
     wait: WaitOpt = False,
     unsandboxed: UnsandboxedOpt = False,
 ) -> None:
-    """Train the workspace's base commit over seeds; store runs and metrics; compare with popularity."""
+    """Train the workspace's base commit over seeds; store runs and metrics; compare with popularity.
+
+    The popularity reference (an item's click rate in train, full tier only) needs an
+    item_column in the manifest's \\[data]; without one the report says there is none."""
     from agentx.baseline import run_baseline
 
     try:
@@ -122,6 +125,9 @@ def baseline(
     except UserError as exc:
         fail(exc)
     console.print(_baseline_table(report))
+    if unsandboxed:
+        console.print("[red]unsandboxed:[/red] these runs ran without the OS sandbox (--unsandboxed); their code "
+                      "could have read the held-out labels, so the figures could have been gamed")
     for run in report.runs:
         if not run.ok:
             console.print(f"[red]{run.run_id} failed ({run.failure_kind}):[/red] {run.failure_detail[-600:]}")
@@ -129,11 +135,45 @@ def baseline(
         metric = report.metric
         console.print(f"test {metric}: mean {report.mean:.4f}, spread (sd over {len(report.ok_runs)} seeds) "
                       f"{report.spread:.4f}")
-        if report.popularity is not None:
-            margin = report.mean - report.popularity
-            console.print(f"popularity baseline (item click rate in train) test auc: {report.popularity:.4f} "
-                          f"-> model {'beats' if margin > 0 else 'does NOT beat'} it by {margin:+.4f}")
+    if report.reference_line is not None:
+        console.print(escape(report.reference_line), soft_wrap=True)
     if len(report.ok_runs) < len(report.runs):
+        raise typer.Exit(1)
+
+
+@app.command()
+def check(
+    workspace: WorkspaceOpt,
+    wait: WaitOpt = False,
+    unsandboxed: UnsandboxedOpt = False,
+) -> None:
+    """Check that a repository is ready for agentx; say how to fix what is not.
+
+    Prints one line per check, in order: ok, FAIL with one line of fix, or skipped (an
+    earlier failure means it cannot run). The checks: the manifest (agentx.toml) parses;
+    the workspace is a git repository with a commit and no uncommitted change to editable
+    or protected files; main's committed data module runs (its protected files must match
+    the trusted ones: `agentx trust`) and writes train/valid/test with the id and label
+    columns; the user, item and cluster columns \\[data] declares exist in them; the
+    entrypoint's module is committed and imports, with its function, in a separate process
+    confined like a kernel; one micro-tier run of main's head trains in the sandboxed
+    harness; its predictions were written and scored. Exit 0 when every check passes, 1
+    otherwise. Like `baseline`, it holds the workspace lock and records its run in the KB."""
+    from agentx.check import check_workspace
+
+    styles = {"ok": "green", "FAIL": "red", "skipped": "dim"}
+
+    def say(line) -> None:
+        style = styles[line.status]
+        console.print(f"[{style}]{line.status:<8}[/{style}]{escape(line.name):<13}{escape(line.detail)}",
+                      soft_wrap=True)
+
+    try:
+        checks = check_workspace(workspace, sandboxed=not unsandboxed, wait=wait, say=say)
+    except UserError as exc:
+        fail(exc)
+    console.print(checks.summary)
+    if not checks.passed:
         raise typer.Exit(1)
 
 

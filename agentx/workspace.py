@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from agentx.errors import UserError
 
@@ -189,6 +189,92 @@ class SandboxSpec(_Section):
     tmp_mb: int = Field(default=1024, gt=0, description="size of the kernel's private /tmp")
 
 
+KnobType = Literal["float", "int", "categorical", "bool", "features"]
+KNOB_FILE_KINDS = (".py", ".toml", ".yaml", ".yml", ".json")
+
+
+class KnobSpec(_Section):
+    """`[knobs.NAME]`: one value the default brain may search (tools/knobs.py edits it).
+
+    The value lives in a module-level constant of a Python file (`name` is the constant) or
+    under a key of a TOML, YAML or JSON file (`name` is a dotted key path, `model.params.C`).
+    A `features` knob is a list of catalog feature names: its candidates are `choices`, or
+    every name in the feature catalog when absent, and it keeps at least `min_size`."""
+
+    file: str = Field(description="the editable file holding the value")
+    name: str = Field(min_length=1, description="constant name (.py) or dotted key path (config files)")
+    type: KnobType
+    low: float | int | None = Field(default=None, description="float / int: smallest value")
+    high: float | int | None = Field(default=None, description="float / int: largest value")
+    log: bool = Field(default=False, description="float / int: search on a log scale (needs low > 0)")
+    choices: list[str | int | float | bool] | None = Field(
+        default=None, description="categorical: the values; features: candidate names (default: the catalog)")
+    min_size: int | None = Field(default=None, ge=0, description="features: keep at least this many")
+
+    @field_validator("file")
+    @classmethod
+    def _config_or_python(cls, value: str) -> str:
+        value = _relative_path(value)
+        if not value.endswith(KNOB_FILE_KINDS):
+            raise ValueError(f"must be a {', '.join(KNOB_FILE_KINDS)} file, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _fits_type(self) -> KnobSpec:
+        problems = _knob_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def is_python(self) -> bool:
+        return self.file.endswith(".py")
+
+    @property
+    def keys(self) -> list[str]:
+        """The key path in a config file (one element for a Python constant)."""
+        return [self.name] if self.is_python else self.name.split(".")
+
+
+def _knob_problems(spec: KnobSpec) -> list[str]:
+    """What is wrong with a knob's settings for its type, first problem first."""
+    problems = []
+    if spec.is_python and not spec.name.isidentifier():
+        problems.append(f"name {spec.name!r} must be a constant's name in {spec.file}")
+    if not spec.is_python and not all(spec.keys):
+        problems.append(f"name {spec.name!r} must be a dotted key path such as 'model.params.C'")
+    numeric = spec.type in ("float", "int")
+    given = {"low": spec.low is not None, "high": spec.high is not None, "log": spec.log,
+             "choices": spec.choices is not None, "min_size": spec.min_size is not None}
+    allowed = {"float": {"low", "high", "log"}, "int": {"low", "high", "log"}, "categorical": {"choices"},
+               "bool": set(), "features": {"choices", "min_size"}}[spec.type]
+    extra = [key for key, present in given.items() if present and key not in allowed]
+    if extra:
+        problems.append(f"{', '.join(extra)} do not apply to a {spec.type} knob")
+    if numeric:
+        if spec.low is None or spec.high is None:
+            problems.append(f"a {spec.type} knob needs low and high")
+        elif not spec.low < spec.high:
+            problems.append(f"low must be below high (low = {spec.low}, high = {spec.high})")
+        elif spec.log and spec.low <= 0:
+            problems.append(f"log = true needs low > 0 (low = {spec.low})")
+        elif spec.type == "int" and not (float(spec.low).is_integer() and float(spec.high).is_integer()):
+            problems.append(f"an int knob needs whole low and high (low = {spec.low}, high = {spec.high})")
+    choices = spec.choices or []
+    shown = [repr(c) for c in choices]
+    twice = sorted({c for c in shown if shown.count(c) > 1})
+    if twice:
+        problems.append(f"choices listed twice: {', '.join(twice)}")
+    if spec.type == "categorical" and len(choices) < 2:
+        problems.append("a categorical knob needs choices, at least two")
+    if spec.type == "features":
+        if not all(isinstance(c, str) for c in choices):
+            problems.append("the choices of a features knob are feature names (strings)")
+        if spec.choices is not None and (spec.min_size or 0) > len(choices):
+            problems.append(f"min_size {spec.min_size} is more than the {len(choices)} choices")
+    return problems
+
+
 class Manifest(_Section):
     workspace: WorkspaceInfo
     train: TrainSpec
@@ -199,6 +285,17 @@ class Manifest(_Section):
     paths: PathRules
     features: FeatureSpec = FeatureSpec()
     sandbox: SandboxSpec = SandboxSpec()
+    knobs: dict[str, KnobSpec] = Field(default={}, description="name -> a value the default brain may search")
+
+    @field_validator("knobs")
+    @classmethod
+    def _knobs_editable(cls, knobs: dict[str, KnobSpec], info: ValidationInfo) -> dict[str, KnobSpec]:
+        paths = info.data.get("paths")
+        for name, knob in knobs.items():
+            if paths is not None and not paths.is_editable(knob.file):
+                raise ValueError(f"knob {name!r} changes {knob.file}, which is not under paths.editable "
+                                 f"({', '.join(paths.editable)}); a knob may only change an editable file")
+        return knobs
 
     @model_validator(mode="after")
     def _data_module_protected(self) -> Manifest:

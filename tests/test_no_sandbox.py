@@ -40,6 +40,7 @@ def test_the_opt_out_runs_and_says_so(no_bwrap, tiny_ws):
                                       "--unsandboxed"])
     assert result.exit_code == 0, result.output
     assert "without the OS sandbox" in result.output
+    assert "unsandboxed: these runs ran without the OS sandbox" in result.output
     with Workspace.open(tiny_ws, warm_kernels=False, sandboxed=False) as ws:
         assert {r["sandbox"] for r in ws.kb.query("SELECT sandbox FROM runs")} == {"none"}
         model = FakeChatModel()

@@ -1,0 +1,316 @@
+"""Knob search: the default brain's proposals for a workspace's declared knobs, from Optuna.
+
+Any workspace can declare knobs in agentx.toml (`[knobs.NAME]`: a constant or config key
+with a type and a range; see `agentx.workspace.KnobSpec`). This brain searches them:
+
+1. An in-memory Optuna study is rebuilt from the KB on every call. Each finished
+   experiment with recipe "knobs" becomes a trial: its params are the knob values, its
+   value the signed validation effect of its latest verdict (`valid_delta` times the
+   metric's sign, so bigger is better). A failed experiment, or one with no validation
+   effect, is a FAIL trial; one vetoed by a guardrail or rejected by a reviewer keeps its
+   value but is marked infeasible, which the TPE sampler ranks below every feasible trial.
+2. `study.ask()` draws the next configuration from the knobs' distributions. A features
+   knob is one yes/no parameter per candidate (`features.<knob>.<name>`), decoded to a
+   list in candidate order and topped up at random to its `min_size`. A configuration
+   already in the KB, or equal to the current values, is asked again.
+3. The answer is a `Proposal` with recipe "knobs" and params {knob: value};
+   `apply_knobs` writes those values into a worktree (tools/knobs.py), so the branch's
+   diff changes only knob values.
+
+The sampler is seeded with `seed` plus the number of prior trials, so a rebuilt study does
+not repeat the previous call's draw while the same history gives the same proposal.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from agents.recipes.core import show
+from agentx.errors import UserError
+from agentx.state import Proposal
+from agentx.workspace import KnobSpec, Manifest
+from tools.feature_catalog import load_catalog
+from tools.knobs import KnobError, check_value, read_knob, write_knob
+
+KNOB_RECIPE = "knobs"
+SAMPLERS = ("tpe", "random", "cmaes")
+SAMPLER_NAMES = {"tpe": "TPE", "random": "random", "cmaes": "CMA-ES"}
+FINISHED = ("failed", "evaluated", "merged", "rejected")
+MAX_ASKS = 30               # draws per proposal before giving up on finding an untried one
+FLOAT_DIGITS = 4            # significant digits of a proposed float (readable diffs)
+
+
+@dataclass(frozen=True)
+class PriorTrial:
+    """One finished knob experiment, as the study sees it."""
+
+    experiment_id: str
+    params: dict[str, Any]
+    value: float | None           # signed validation effect; None for a failure
+    infeasible: str | None = None  # why a valued trial must not win: "vetoed", "rejected by reviewer"
+
+
+def canonical(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+def prior_trials(kb, sign: int) -> list[PriorTrial]:
+    """The KB's finished knob experiments, oldest first, each judged by its latest verdict."""
+    rows = kb.query("""
+        SELECT e.id, e.status, e.params, v.decision, v.valid_delta, p.state AS pr_state
+        FROM experiments e
+        LEFT JOIN verdicts v ON v.experiment_id = e.id
+             AND v.id = (SELECT max(w.id) FROM verdicts w WHERE w.experiment_id = e.id)
+        LEFT JOIN pull_requests p ON p.experiment_id = e.id
+        WHERE e.recipe = ? AND e.status IN ('failed', 'evaluated', 'merged', 'rejected')
+        ORDER BY e.id""", [KNOB_RECIPE])
+    trials = []
+    for row in rows:
+        params = row["params"] or {}
+        if row["status"] == "failed" or row["valid_delta"] is None:
+            trials.append(PriorTrial(row["id"], params, None))
+            continue
+        infeasible = ("vetoed" if row["decision"] == "vetoed"
+                      else "rejected by reviewer" if row["pr_state"] == "rejected" else None)
+        trials.append(PriorTrial(row["id"], params, sign * row["valid_delta"], infeasible))
+    return trials
+
+
+def feature_candidates(root: Path, manifest: Manifest) -> dict[str, list[str]]:
+    """Features knob -> its candidate names: its choices, else the catalog's (checked)."""
+    catalog: list[str] | None = None
+    out = {}
+    for name, spec in manifest.knobs.items():
+        if spec.type != "features":
+            continue
+        if catalog is None:
+            try:
+                catalog = [f.name for f in load_catalog(root, manifest)]
+            except UserError as exc:
+                if spec.choices is None:
+                    raise KnobError(f"knob {name} lists no choices and the feature catalog cannot be read: "
+                                    f"{exc}") from None
+                catalog = []
+        unknown = [c for c in spec.choices or [] if catalog and c not in catalog]
+        if unknown:
+            raise KnobError(f"knob {name}: choices not in the feature catalog: {', '.join(map(str, unknown))}")
+        out[name] = [str(c) for c in spec.choices] if spec.choices is not None else list(catalog)
+    return out
+
+
+def search_space(manifest: Manifest, candidates: dict[str, list[str]]) -> dict[str, BaseDistribution]:
+    """Optuna parameter name -> distribution; a features knob is one bool per candidate."""
+    space: dict[str, BaseDistribution] = {}
+    for name, spec in manifest.knobs.items():
+        if spec.type == "float":
+            assert spec.low is not None and spec.high is not None
+            space[name] = FloatDistribution(float(spec.low), float(spec.high), log=spec.log)
+        elif spec.type == "int":
+            assert spec.low is not None and spec.high is not None
+            space[name] = IntDistribution(int(spec.low), int(spec.high), log=spec.log)
+        elif spec.type == "categorical":
+            space[name] = CategoricalDistribution(list(spec.choices or []))
+        elif spec.type == "bool":
+            space[name] = CategoricalDistribution([False, True])
+        else:
+            for feature in candidates[name]:
+                space[f"features.{name}.{feature}"] = CategoricalDistribution([False, True])
+    return space
+
+
+def encode(manifest: Manifest, params: dict[str, Any], space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    """Knob values as Optuna parameters, keeping only those the current space contains (a
+    knob whose range changed since the experiment, or that it did not set, is left out)."""
+    out: dict[str, Any] = {}
+    for name, value in params.items():
+        spec = manifest.knobs.get(name)
+        if spec is None:
+            continue
+        if spec.type == "features":
+            if isinstance(value, list):
+                prefix = f"features.{name}."
+                out.update({key: key[len(prefix):] in value for key in space if key.startswith(prefix)})
+            continue
+        if name in space and _fits(space[name], value):
+            out[name] = value
+    return out
+
+
+def decode(manifest: Manifest, asked: dict[str, Any], candidates: dict[str, list[str]],
+           rng: random.Random) -> dict[str, Any]:
+    """Optuna parameters as knob values: floats rounded for a readable diff, features
+    knobs as lists in candidate order, topped up at random to `min_size`."""
+    params: dict[str, Any] = {}
+    for name, spec in manifest.knobs.items():
+        if spec.type == "features":
+            chosen = [f for f in candidates[name] if asked.get(f"features.{name}.{f}")]
+            missing = (spec.min_size or 0) - len(chosen)
+            if missing > 0:
+                extra = set(rng.sample([f for f in candidates[name] if f not in chosen], missing))
+                chosen = [f for f in candidates[name] if f in extra or f in chosen]
+            params[name] = chosen
+        elif spec.type == "float":
+            assert spec.low is not None and spec.high is not None
+            params[name] = min(max(float(f"{asked[name]:.{FLOAT_DIGITS}g}"), spec.low), spec.high)
+        else:
+            params[name] = asked[name]
+    return params
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """A seeded Optuna sampler: tpe, random or cmaes (CMA-ES needs the `cmaes` package and
+    samples categorical knobs with TPE)."""
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        if importlib.util.find_spec("cmaes") is None:
+            raise UserError("the CMA-ES sampler needs the cmaes package: .venv/bin/pip install cmaes")
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False,
+                                            independent_sampler=optuna.samplers.TPESampler(seed=seed))
+    raise UserError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+
+
+def build_study(manifest: Manifest, trials: list[PriorTrial], space: dict[str, BaseDistribution],
+                sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    """An in-memory study (maximize the signed validation effect) holding `trials`; a trial
+    none of whose params fits the current space is left out."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    for prior in trials:
+        params = encode(manifest, prior.params, space)
+        if not params:
+            continue
+        state = TrialState.FAIL if prior.value is None else TrialState.COMPLETE
+        study.add_trial(optuna.trial.create_trial(
+            state=state, value=prior.value, params=params, distributions={k: space[k] for k in params},
+            user_attrs={"experiment_id": prior.experiment_id},
+            constraints={prior.infeasible: 1.0} if prior.infeasible else None))
+    return study
+
+
+class KnobSearch:
+    """The knob brain: `propose(ws, k)` like the brainstorm's, from an Optuna sampler."""
+
+    def __init__(self, sampler: str = "tpe", seed: int = 0):
+        if sampler not in SAMPLERS:
+            raise UserError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        self.sampler, self.seed = sampler, seed
+        self.name = f"heuristic brain: Optuna {SAMPLER_NAMES[sampler]} search over the declared knobs (no LLM)"
+
+    def study(self, root: Path, manifest: Manifest, kb) -> tuple[optuna.Study, list[PriorTrial]]:
+        """The study rebuilt from the KB, and the prior trials it was built from."""
+        return self._study(manifest, kb, search_space(manifest, feature_candidates(Path(root), manifest)))
+
+    def _study(self, manifest: Manifest, kb, space: dict[str, BaseDistribution]
+               ) -> tuple[optuna.Study, list[PriorTrial]]:
+        trials = prior_trials(kb, manifest.metric.sign)
+        return build_study(manifest, trials, space, make_sampler(self.sampler, self.seed + len(trials))), trials
+
+    def propose(self, ws, k: int, request: str | None = None) -> list[Proposal]:
+        """Up to `k` untried knob configurations for the workspace `ws` (root, manifest, kb)."""
+        return self.propose_for(ws.root, ws.manifest, ws.kb, k)
+
+    def propose_for(self, root: Path, manifest: Manifest, kb, k: int = 1) -> list[Proposal]:
+        if not manifest.knobs:
+            return []
+        root = Path(root)
+        candidates = feature_candidates(root, manifest)
+        space = search_space(manifest, candidates)
+        study, trials = self._study(manifest, kb, space)
+        current = {name: read_knob(root, spec) for name, spec in manifest.knobs.items()}
+        taken = {_key(manifest, p) for p in _all_knob_params(kb)} | {_key(manifest, current)}
+        rng = random.Random(self.seed + len(trials))
+        proposals: list[Proposal] = []
+        for _ in range(MAX_ASKS * k):
+            if len(proposals) == k:
+                break
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                trial = study.ask(space)
+            params = decode(manifest, trial.params, candidates, rng)
+            params = {name: _keep_order(value, current[name]) if manifest.knobs[name].type == "features" else value
+                      for name, value in params.items()}
+            if _key(manifest, params) in taken:
+                study.tell(trial, state=TrialState.FAIL)   # asked again: this draw is not new
+                continue
+            taken.add(_key(manifest, params))              # left running: the next ask avoids it
+            proposals.append(self._proposal(manifest, params, current, trials))
+        return proposals
+
+    def _proposal(self, manifest: Manifest, params: dict[str, Any], current: dict[str, Any],
+                  trials: list[PriorTrial]) -> Proposal:
+        changed = {name: value for name, value in params.items() if current.get(name) != value}
+        metric = manifest.metric.primary
+        failed = sum(t.value is None for t in trials)
+        valued = [t for t in trials if t.value is not None and not t.infeasible]
+        best = max(valued, key=lambda t: t.value or 0.0, default=None)
+        history = f"{len(trials)} prior trial{'s' * (len(trials) != 1)} from the KB ({failed} failed"
+        history += f"; best {best.experiment_id} at {best.value:+.4f} validation {metric})" if best else ")"
+        return Proposal(
+            title="Set knobs " + ", ".join(f"{name}={show(value)}" for name, value in changed.items()),
+            recipe=KNOB_RECIPE, params=params, source="brainstorm",
+            hypothesis=f"These values of the declared knobs should improve validation {metric}: the sampler "
+                       "draws where past knob trials did well, and explores where it has no evidence.",
+            rationale=f"Optuna {SAMPLER_NAMES[self.sampler]} sampler, {history}; changes "
+                      + ", ".join(f"{name} {show(current.get(name))} -> {show(value)}"
+                                  for name, value in changed.items()))
+
+
+def _key(manifest: Manifest, params: dict[str, Any]) -> str:
+    """A configuration's identity: features lists compare as sets."""
+    return canonical({name: sorted(value) if name in manifest.knobs and manifest.knobs[name].type == "features"
+                      and isinstance(value, list) else value for name, value in params.items()})
+
+
+def _keep_order(value: list[str], old: Any) -> list[str]:
+    """`value` with the names it shares with the current list first, in their current order."""
+    if not isinstance(old, list):
+        return value
+    return [v for v in old if v in value] + [v for v in value if v not in old]
+
+
+def _all_knob_params(kb) -> list[dict[str, Any]]:
+    """Every knob configuration in the KB, finished or not (never propose one twice)."""
+    return [r["params"] or {} for r in kb.query("SELECT params FROM experiments WHERE recipe = ?", [KNOB_RECIPE])]
+
+
+def _fits(distribution: BaseDistribution, value: Any) -> bool:
+    """Whether a stored knob value is a point of the knob's current distribution."""
+    if isinstance(distribution, CategoricalDistribution):
+        return any(type(value) is type(c) and value == c for c in distribution.choices)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    assert isinstance(distribution, (FloatDistribution, IntDistribution))
+    whole = isinstance(distribution, FloatDistribution) or float(value).is_integer()
+    return whole and distribution.low <= value <= distribution.high
+
+
+def apply_knobs(worktree_path: Path | str, manifest: Manifest, params: dict[str, Any]) -> list[str]:
+    """Write each knob's value into the checkout; the relative paths that changed (empty when
+    every value was already there). A features list keeps the current order of the names it
+    shares with the current value, so reordering alone is never a change."""
+    root = Path(worktree_path)
+    unknown = [name for name in params if name not in manifest.knobs]
+    if unknown:
+        raise KnobError(f"no knob {', '.join(unknown)} in agentx.toml (knobs: {', '.join(manifest.knobs) or 'none'})")
+    before = {spec.file: (root / spec.file).read_bytes() for spec in manifest.knobs.values()
+              if (root / spec.file).is_file()}
+    for name, value in params.items():
+        spec: KnobSpec = manifest.knobs[name]
+        value = check_value(spec, value)
+        if spec.type == "features":
+            value = _keep_order(value, read_knob(root, spec))
+        write_knob(root, spec, value)
+    return sorted(path for path, data in before.items() if (root / path).read_bytes() != data)
