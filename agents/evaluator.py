@@ -3,7 +3,8 @@
 Judgement is statistics, not a brain: the same seeds train both arms at the full tier
 (control runs of the same base commit, seed and tier are reused from the KB), the test
 effect and its 95 % interval come from `tools.stats.paired_effect` (seeds x users
-bootstrap), and the decision follows fixed rules:
+bootstrap; the unit is the manifest's cluster_column when it names one, else its
+user_column, else each test row: `bootstrap_unit`), and the decision follows fixed rules:
 
     vetoed        a treatment run failed (crash, nan, tamper, ...), or a guardrail is breached
                   by a treatment that is not a clear loss
@@ -16,7 +17,8 @@ Validation (what the search optimises) is reported next to the test effect; only
 slice judges.
 
 An offline `ship` then goes through a staged rollout (`roll_out`, `tools.rollout`): the
-treatment is served to 5 % -> 25 % -> 50 % of the test slice's users (replayed by default,
+treatment is served to 5 % -> 25 % -> 50 % of the test slice's users (the same unit as the
+bootstrap: users, clusters or rows; replayed by default,
 or a real A/B platform through `EvalSettings.rollout_backend`), and a guardrail breach at
 any stage halts the ramp and turns the decision into `vetoed`, naming the stage and metric.
 """
@@ -31,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from tools.rollout import STAGES, Guard, ReplayRollout, Rollout, RolloutBackend, ramp
-from tools.scoring import join_predictions, users_of
+from tools.scoring import join_predictions, units_of
 from tools.stats import paired_effect
 
 # The logloss a rollout stage may lose when the manifest sets no max_secondary_regression for it.
@@ -125,6 +127,7 @@ def judge(ws, pairs, settings: EvalSettings) -> Verdict:
     metric = ws.manifest.metric
     splits = ws.harness.splits
     controls, treatments, labels, users = [], [], None, None
+    unit_column, unit_name = bootstrap_unit(ws.manifest.data)
     for _, control, treatment in pairs:
         c = join_predictions(splits, _run_dir(ws, control.run_id), "test")
         t = join_predictions(splits, _run_dir(ws, treatment.run_id), "test")
@@ -134,7 +137,7 @@ def judge(ws, pairs, settings: EvalSettings) -> Verdict:
         treatments.append(t.scores)
         labels = c.labels
         if users is None:
-            users = users_of(splits, c.ids, ws.manifest.data.user_column)
+            users = units_of(splits, c.ids, unit_column)
     effect = paired_effect(controls, treatments, labels, users, metric=metric.primary,
                            replicates=settings.replicates)
     valid_deltas = [t.metric("valid", metric.primary) - c.metric("valid", metric.primary) for _, c, t in pairs]
@@ -155,8 +158,18 @@ def judge(ws, pairs, settings: EvalSettings) -> Verdict:
         decision, why = "inconclusive", f"95% CI [{low:+.4f}, {high:+.4f}] neither clears {floor} nor excludes 0"
     return Verdict(decision, metric.primary, settings.tier, effect.control, effect.treatment, effect.delta,
                    effect.ci_low, effect.ci_high, statistics.fmean(valid_deltas), _per_seed(pairs, metric.primary),
-                   guardrails, f"{why} ({len(pairs)} paired seeds, {effect.n_users} test users, "
+                   guardrails, f"{why} ({len(pairs)} paired seeds, {effect.n_users} {unit_name}, "
                                f"{effect.replicates} bootstrap replicates){note}", sandbox=sandbox)
+
+
+def bootstrap_unit(data) -> tuple[str | None, str]:
+    """What the bootstrap and the rollout resample, from the manifest's [data]: a column (None:
+    each test row is its own unit) and how a rationale names the units."""
+    if data.cluster_column:
+        return data.cluster_column, f"test clusters of {data.cluster_column}"
+    if data.user_column:
+        return data.user_column, "test users"
+    return None, "test rows, each its own unit (no user_column or cluster_column in [data])"
 
 
 def confinement(kb, run_ids: list[str]) -> tuple[str, dict, str]:
@@ -259,7 +272,7 @@ def replay_backend(ws, experiment: dict, verdict: Verdict, settings: EvalSetting
         controls.append(c.scores)
         treatments.append(t.scores)
         ids, labels = c.ids, c.labels
-    users = users_of(splits, ids, ws.manifest.data.user_column)
+    users = units_of(splits, ids, bootstrap_unit(ws.manifest.data)[0])
     metrics = [g.metric for g in rollout_guards(ws.manifest)]
     return ReplayRollout(experiment["id"], users, labels, controls, treatments, metrics=metrics,
                          confidence=settings.rollout_confidence, replicates=settings.rollout_replicates)

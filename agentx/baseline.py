@@ -1,4 +1,7 @@
-"""Train the base commit over several seeds: the reference every experiment is measured against."""
+"""Train the base commit over several seeds: the reference every experiment is measured against.
+
+The harness adds a popularity reference (an item's click rate in train) to full-tier runs
+when the manifest names an `item_column`; without one there is none, and the report says so."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ class BaselineReport:
     tier: str
     runs: list[RunOutcome]
     metric: str
+    item_column: str | None                  # the manifest's [data] item_column: None, no popularity reference
 
     @property
     def ok_runs(self) -> list[RunOutcome]:
@@ -38,13 +42,25 @@ class BaselineReport:
         values = [v for v in self.values("test", "popularity_auc") if v is not None]
         return values[0] if values else None
 
+    @property
+    def reference_line(self) -> str | None:
+        """How the model compares with the popularity reference, or why there is none (None: no
+        line, e.g. the micro tier, where the reference is not computed)."""
+        if self.item_column is None:
+            return "no popularity reference (no item_column in [data])"
+        if self.popularity is None or not self.ok_runs:
+            return None
+        margin = self.mean - self.popularity
+        return (f"popularity baseline (item click rate in train) test auc: {self.popularity:.4f} "
+                f"-> model {'beats' if margin > 0 else 'does NOT beat'} it by {margin:+.4f}")
+
 
 def run_baseline(ws: Workspace, *, seeds: int, tier: str, reuse: bool = False) -> BaselineReport:
     checkout, commit = ws.base_checkout()
     ws.kb.log_event("baseline_started", {"commit": commit, "seeds": seeds, "tier": tier})
     runs = [ws.harness.run(checkout, commit, tier=tier, seed=seed, arm="baseline", reuse=reuse)
             for seed in range(seeds)]
-    report = BaselineReport(commit, tier, runs, ws.manifest.metric.primary)
+    report = BaselineReport(commit, tier, runs, ws.manifest.metric.primary, ws.manifest.data.item_column)
     ws.kb.log_event("baseline_finished", {"commit": commit, "tier": tier, "ok": len(report.ok_runs),
                                           "failed": len(runs) - len(report.ok_runs)})
     return report

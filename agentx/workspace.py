@@ -57,8 +57,13 @@ class DataSpec(_Section):
     module: str = Field(description="path of the protected data module, e.g. data.py")
     id_column: str = "row_id"
     label_column: str = "label"
-    user_column: str = "user_id"
-    item_column: str = "item_id"
+    # Optional: a repository's data need not have users or items. user_column is the
+    # bootstrap's and the rollout's unit; item_column gives the popularity reference;
+    # cluster_column, when set, is the resampling unit instead of the user (rows otherwise).
+    user_column: str | None = Field(default=None, min_length=1, description="the user of a row, if any")
+    item_column: str | None = Field(default=None, min_length=1, description="the item of a row, if any")
+    cluster_column: str | None = Field(default=None, min_length=1, description="the bootstrap's resampling "
+                                       "unit (e.g. a session); default: the user column, else each row")
 
     @field_validator("module")
     @classmethod

@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agentx.context import Workspace  # noqa: E402
 from agentx.workspace import TierSpec  # noqa: E402
+from agents.evaluator import bootstrap_unit  # noqa: E402
 from tools.git_repo import WorkspaceRepo  # noqa: E402
-from tools.scoring import join_predictions, users_of  # noqa: E402
+from tools.scoring import join_predictions, units_of  # noqa: E402
 from tools.stats import paired_effect  # noqa: E402
 
 
@@ -64,7 +65,7 @@ def main() -> None:
                                  for r in runs])
                 control, treatment = arms
                 labels = control[0].labels
-                users = users_of(ws.harness.splits, control[0].ids, ws.manifest.data.user_column)
+                users = units_of(ws.harness.splits, control[0].ids, bootstrap_unit(ws.manifest.data)[0])
                 effect = paired_effect([c.scores for c in control], [t.scores for t in treatment], labels, users,
                                        metric=metric.primary, replicates=args.replicates, seed=rep)
                 low, high = sorted((metric.sign * effect.ci_low, metric.sign * effect.ci_high))

@@ -26,6 +26,8 @@ entrypoint = "train:main"
 
 [data]
 module = "data.py"
+user_column = "user_id"
+item_column = "item_id"
 
 [metric]
 primary = "auc"

@@ -388,7 +388,8 @@ class Harness:
             check_alignment(run_dir, self.splits.id_column, report.get("check"))
         except InvalidPredictions as exc:
             return RunOutcome(run_id, "invalid", exc.kind, exc.detail)
-        if getattr(self.manifest.tiers, tier).eval_rows is None:   # a reference only on the whole slice
+        # a reference only on the whole slice, and only where the manifest names an item column
+        if getattr(self.manifest.tiers, tier).eval_rows is None and self.manifest.data.item_column is not None:
             metrics[("test", "popularity_auc")] = self._popularity_auc(run_dir)
         for name in ("train_seconds", "num_params", "p95_latency_ms"):
             if isinstance(report.get(name), (int, float)):

@@ -9,7 +9,9 @@ ran is returned as a typed `Stage`.
 The default backend, `ReplayRollout`, replays the latest time slice (the test slice):
 users are hashed (sha256 of experiment id and user id) into 100 buckets, so a user's arm is
 stable within an experiment and re-drawn across experiments, and the ramp is nested (the
-5 % are part of the 25 %). The treatment buckets' rows are scored with the treatment's
+5 % are part of the 25 %). A "user" here is whatever unit the evaluator's bootstrap
+resamples: the user column, the manifest's cluster column, or, with neither, the row id
+(each row hashed on its own). The treatment buckets' rows are scored with the treatment's
 predictions and the rest with the control's, each metric averaged over the paired seeds.
 Treatment and control are different users, so a raw difference mixes the treatment's
 effect with who happened to land where; a guard is breached only when the harm's lower

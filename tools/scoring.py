@@ -266,6 +266,12 @@ def check_alignment(run_dir: Path, id_column: str, check: dict | None, split: st
             f"deterministic: calls differ by up to {noise:.3g}); scores and ids are out of step")
 
 
+def units_of(splits: Splits, ids: np.ndarray, column: str | None, split: str = "test") -> np.ndarray:
+    """The resampling unit of each given row id: its value in `column` (a user or a cluster),
+    or, with no such column, the row id itself (each row its own unit)."""
+    return np.asarray(ids) if column is None else users_of(splits, ids, column, split)
+
+
 def users_of(splits: Splits, ids: np.ndarray, user_column: str, split: str = "test") -> np.ndarray:
     """The user of each given row id (in the order of `ids`), from the harness's own split file."""
     con = duckdb.connect()
