@@ -212,6 +212,8 @@ def _entrypoint(checks: Checklist, harness: Harness, root: Path, checkout: Path)
         error = import_error(harness, checkout)
     except UserError as exc:                    # no sandbox to import it in
         return checks.add("entrypoint", "FAIL", str(exc))
+    if error is not None and error.startswith(f"module {train.module} defines no function"):
+        return checks.add("entrypoint", "FAIL", f"{error}: define it, or fix [train] entrypoint in {MANIFEST}")
     if error is not None:
         return checks.add("entrypoint", "FAIL", f"`import {train.module}` fails: {error}; fix the module or "
                           f"install what it needs for {harness.python}")
@@ -259,7 +261,7 @@ def _micro_run(checks: Checklist, ws: Workspace, checkout: Path, commit: str) ->
         return None
     if outcome.ok or outcome.failure_kind in PREDICTION_KINDS:
         checks.add("micro run", "ok", f"run {outcome.run_id} of {commit[:10]} finished in {outcome.wall_s:.1f} s "
-                                      f"({ws.harness.isolation})")
+                                      f"({'in the sandbox' if ws.harness.sandboxed else 'unsandboxed'})")
         return outcome
     lines = [line.strip() for line in (outcome.failure_detail or "").splitlines() if line.strip()]
     hint = HINTS.get(outcome.failure_kind or "", "")

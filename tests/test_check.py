@@ -61,6 +61,14 @@ def test_an_entrypoint_that_does_not_import_fails_with_the_error(tiny_template, 
     assert "No module named 'a_library_nobody_installed'" in fix and lines["micro run"][0] == "skipped"
 
 
+def test_an_entrypoint_without_its_function_names_it(tiny_template, tmp_path):
+    train = tiny_template / "train.py"
+    train.write_text(train.read_text().replace("def main(run_dir):", "def run(run_dir):"))
+    code, lines, output = check(make_ws(tiny_template, tmp_path))
+    fix = "module train defines no function main(): define it, or fix [train] entrypoint in agentx.toml"
+    assert code == 1 and lines["entrypoint"] == ("FAIL", fix), output
+
+
 def test_a_data_module_without_the_label_column_fails_the_data_line(tiny_template, tmp_path):
     data = tiny_template / "data.py"
     data.write_text(data.read_text().replace('"item_id", "label"]', '"item_id", "clicked"]'))
