@@ -199,15 +199,17 @@ def demo(
     directory: Annotated[Path, typer.Option("--dir", help="workspace to create, or reuse if it exists")] = Path("agentx-demo"),
     experiments: Annotated[int, typer.Option(min=1, help="experiments to run after the baseline")] = 3,
     seeds: Annotated[int, typer.Option(min=1, help="paired seeds per arm")] = 2,
+    template: Annotated[str, typer.Option(help="bundled template to copy (caravan-conversion: scikit-learn, "
+                                               "no torch)")] = "movielens-ctr",
     wait: WaitOpt = False,
     unsandboxed: UnsandboxedOpt = False,
 ) -> None:
-    """The main job on a fresh machine: MovieLens workspace, baseline, N experiments, results.
+    """The main job on a fresh machine: a workspace (MovieLens by default), baseline, N experiments, results.
 
     Everything runs on this machine's CPU (or GPU when torch sees one) with the heuristic
     brain: no LLM, no network beyond fetching the dataset once from the package registry."""
     if not (directory / "agentx.toml").is_file():
-        init(directory, "movielens-ctr")
+        init(directory, template)
     else:
         console.print(f"reusing workspace {directory}")
     baseline(directory, seeds=seeds, tier="full", reuse=True, wait=wait, unsandboxed=unsandboxed)
