@@ -1,14 +1,15 @@
 """Brainstorm: rank executable proposals from the history, the architecture and the research cards.
 
 Two brains behind one `propose()`:
-- `HeuristicBrainstorm` (the default, no LLM): the recipe library ranked by Thompson
-  sampling. Each untried (recipe, parameters) gets a draw from a normal posterior over its
+- `HeuristicBrainstorm` (the default, no LLM): the workspace's recipes (`ws.recipes`, the
+  sets its manifest names) ranked by Thompson sampling. Each untried (recipe, parameters) gets a draw from a normal posterior over its
   validation effect, pooled from outcomes of the same recipe and, more weakly, its family;
   failures and reviewer rejections count as small losses. It never proposes a
   configuration already tried, and every ranking (all candidates, their posteriors and
-  draws) is stored as a `brainstorm_ranking` event.
+  draws) is stored as a `brainstorm_ranking` event. Candidates that do not apply to main's
+  code now are left out (a dry run, agents/applicability.py).
 - `LLMBrainstorm`: the same inputs rendered into a prompt; the answer is a structured
-  `ProposalList`; recipes it names are checked against the library.
+  `ProposalList`; recipes it names are checked against the workspace's recipes.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from agents.applicability import DryRun, canonical, dry_run, tried_configurations
 from agents.prompts import render_prompt
-from agents.recipes import RECIPES, RecipeNotApplicable, all_params, describe
+from agents.recipes import RecipeRegistry, all_params, describe
 from agentx.errors import UserError
 from agentx.state import Proposal, ProposalList
 
@@ -40,15 +41,6 @@ PRIOR_MEAN = {"interaction": 0.002, "sequence": 0.002, "cold_start": 0.001, "ens
 
 class NoMatchingRecipe(UserError):
     """A chat request the heuristic brain cannot map onto its recipe library."""
-
-
-def canonical(params: dict) -> str:
-    return json.dumps(params, sort_keys=True)
-
-
-def tried_configurations(kb) -> set[tuple[str, str]]:
-    rows = kb.query("SELECT recipe, params FROM experiments WHERE recipe IS NOT NULL")
-    return {(r["recipe"], canonical(r["params"] or {})) for r in rows}
 
 
 def outcomes(kb, sign: int) -> list[tuple[str, float]]:
@@ -81,27 +73,29 @@ class Scored:
 
 
 class HeuristicBrainstorm:
-    name = "heuristic brain: recipe library ranked by Thompson sampling (no LLM)"
+    name = "heuristic brain: the workspace's recipes ranked by Thompson sampling (no LLM)"
 
     def __init__(self, seed: int = 0):
         self.seed = seed
 
-    def rank(self, kb, sign: int, applicable=None) -> list[Scored]:
-        """One Thompson draw per recipe (so a recipe with a big grid is not favoured), each
-        carrying its first untried parameters; `applicable(recipe, params)` filters out what
-        cannot apply to the current code (e.g. dropping a feature the model lacks)."""
+    def rank(self, recipes: RecipeRegistry, kb, sign: int, check: DryRun | None = None) -> list[Scored]:
+        """One Thompson draw per recipe of `recipes` (so a recipe with a big grid is not
+        favoured), each carrying its first untried parameters; `check(recipe, params)` (a dry
+        run: None when it applies) filters out what cannot apply to the current code (e.g.
+        dropping a feature the model lacks)."""
         by_recipe: dict[str, list[float]] = {}
         by_family: dict[str, list[float]] = {}
         for recipe, reward in outcomes(kb, sign):
             by_recipe.setdefault(recipe, []).append(reward)
-            if recipe in RECIPES:
-                by_family.setdefault(RECIPES[recipe].family, []).append(reward)
+            if recipe in recipes:
+                by_family.setdefault(recipes.family(recipe), []).append(reward)
         tried = tried_configurations(kb)
         rng = np.random.default_rng(self.seed + len(tried))
         scored = []
-        for name, recipe in RECIPES.items():
+        for recipe in recipes:
+            name = recipe.name
             untried = [p for p in all_params(recipe) if (name, canonical(p)) not in tried
-                       and (applicable is None or applicable(recipe, p))]
+                       and (check is None or check(recipe, p) is None)]
             if not untried:
                 continue
             own = by_recipe.get(name, [])
@@ -118,52 +112,41 @@ class HeuristicBrainstorm:
         if request:
             return [self.match(ws, request)]
         with tempfile.TemporaryDirectory() as scratch:
-            ranked = self.rank(ws.kb, ws.manifest.metric.sign, applies_to(ws, Path(scratch)))
+            ranked = self.rank(ws.recipes, ws.kb, ws.manifest.metric.sign, dry_run(ws, Path(scratch) / "scratch"))
         ws.kb.log_event("brainstorm_ranking", {"brain": "heuristic", "candidates": [s.__dict__ for s in ranked]})
-        return [Proposal(title=describe(RECIPES[s.recipe], s.params), recipe=s.recipe, params=s.params,
-                         hypothesis=RECIPES[s.recipe].hypothesis, score=s.draw, source="brainstorm",
+        return [Proposal(title=describe(ws.recipes.get(s.recipe), s.params), recipe=s.recipe, params=s.params,
+                         hypothesis=ws.recipes.get(s.recipe).hypothesis, score=s.draw, source="brainstorm",
                          rationale=f"Thompson draw {s.draw:+.4f} from N({s.mean:+.4f}, {s.sd:.4f}) over "
                                    f"past validation effects of this recipe and its family")
                 for s in ranked[:k]]
 
     def match(self, ws, request: str) -> Proposal:
-        """Map a chat request onto the recipe whose keywords it mentions most."""
+        """Map a chat request onto the workspace's recipe whose keywords it mentions most."""
         words = set(re.findall(r"[a-z0-9]+", request.lower()))
         text = " " + " ".join(re.findall(r"[a-z0-9]+", request.lower())) + " "
         hits = []
-        for name, recipe in RECIPES.items():
+        for recipe in ws.recipes:
             score = sum(2 if " " in kw else 1 for kw in recipe.keywords
                         if (f" {kw.lower()} " in text if " " in kw else kw.lower() in words))
             if score:
-                hits.append((score, name))
+                hits.append((score, recipe.name))
+        if not hits and not len(ws.recipes):
+            named = ", ".join(ws.recipes.set_names)
+            where = f"its sets {named} hold none" if named else "agentx.toml names no [recipes] sets"
+            raise NoMatchingRecipe(f"the heuristic brain found no recipe for {request!r}: this workspace has no "
+                                   f"recipes ({where}; `agentx recipes` lists the sets there are). Use an LLM "
+                                   "brain (--llm SPEC) for free-form requests.")
         if not hits:
-            known = "; ".join(f"{r.title} ({', '.join(r.keywords[:3])})" for r in RECIPES.values())
+            known = "; ".join(f"{r.title} ({', '.join(r.keywords[:3])})" for r in ws.recipes)
             raise NoMatchingRecipe(f"the heuristic brain found no recipe for {request!r}. It knows: {known}. "
                                    "Rephrase with one of those, or use an LLM brain (--llm SPEC) for free-form requests.")
         _, name = max(hits)
-        recipe = RECIPES[name]
+        recipe = ws.recipes.get(name)
         tried = tried_configurations(ws.kb)
         untried = [p for p in all_params(recipe) if (name, canonical(p)) not in tried]
         params = (untried or all_params(recipe))[0]
         return Proposal(title=describe(recipe, params), recipe=name, params=params, source="chat",
                         hypothesis=recipe.hypothesis, rationale=f"matched the request {request!r} to recipe {name}")
-
-
-def applies_to(ws, scratch: Path):
-    """A dry run of a recipe on a scratch copy of the base's editable files, plus the manifest
-    and the feature catalog, which recipes may read (feature_subset places features by type)."""
-    def applicable(recipe, params) -> bool:
-        shutil.rmtree(scratch, ignore_errors=True)
-        for rel in [*ws.manifest.paths.editable, "agentx.toml", ws.manifest.features.catalog]:
-            if (ws.root / rel).is_file():
-                (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(ws.root / rel, scratch / rel)
-        try:
-            recipe.apply(scratch, params)
-        except RecipeNotApplicable:
-            return False
-        return True
-    return applicable
 
 
 class LLMBrainstorm:
@@ -175,25 +158,18 @@ class LLMBrainstorm:
 
     def propose(self, ws, k: int, request: str | None = None) -> list[Proposal]:
         if request:
-            answer = self.client.decide("brainstorm", render_prompt("chat", request=request, recipes=recipe_table()),
-                                        Proposal)
-            return [self._checked(answer).model_copy(update={"source": "chat"})]
+            answer = self.client.decide("brainstorm", render_prompt("chat", request=request,
+                                                                    recipes=recipe_table(ws.recipes)), Proposal)
+            return [checked(ws.recipes, answer).model_copy(update={"source": "chat"})]
         prompt = render_prompt("brainstorm", k=k, request=request or "(none: propose the most promising ideas)",
                                history=history_table(ws.kb), architecture=architecture(ws),
-                               recipes=recipe_table(), cards=cards_digest(ws.kb),
+                               recipes=recipe_table(ws.recipes), cards=cards_digest(ws.kb),
                                metric=f"{ws.manifest.metric.primary} ({ws.manifest.metric.direction})")
         answer = self.client.decide("brainstorm", prompt, ProposalList)
-        proposals = [self._checked(p) for p in answer.proposals[:k]]
+        proposals = [checked(ws.recipes, p) for p in answer.proposals[:k]]
         if not proposals:
             raise UserError("the LLM brainstorm returned no proposals")
         return proposals
-
-    @staticmethod
-    def _checked(proposal: Proposal) -> Proposal:
-        """A recipe the library does not have becomes a free-form change the developer writes."""
-        if proposal.recipe is not None and proposal.recipe not in RECIPES:
-            return proposal.model_copy(update={"recipe": None})
-        return proposal
 
 
 def history_table(kb, limit: int = 30) -> str:
@@ -221,9 +197,19 @@ def architecture(ws) -> str:
     return "\n\n".join(parts)
 
 
-def recipe_table() -> str:
-    return "\n".join(f"- {name}: {r.title} (family {r.family}; params {json.dumps(r.space)}) — {r.hypothesis}"
-                     for name, r in RECIPES.items())
+def checked(recipes: RecipeRegistry, proposal: Proposal) -> Proposal:
+    """A recipe the workspace does not have becomes a free-form change the developer writes."""
+    if proposal.recipe is not None and proposal.recipe not in recipes:
+        return proposal.model_copy(update={"recipe": None})
+    return proposal
+
+
+def recipe_table(recipes: RecipeRegistry) -> str:
+    """The workspace's recipes for a prompt, one line each."""
+    if not len(recipes):
+        return "(this workspace has no recipes: every proposal is a free-form change, recipe null)"
+    return "\n".join(f"- {r.name}: {r.title} (family {r.family}; params {json.dumps(r.space)}) — {r.hypothesis}"
+                     for r in recipes)
 
 
 def cards_digest(kb) -> str:

@@ -1,7 +1,7 @@
 """Developer: a proposal becomes a commit on its own branch that passed the micro sandbox.
 
 Two brains behind one interface (`implement`, `repair`):
-- `HeuristicDeveloper` applies a library recipe as a template edit of the model files; it
+- `HeuristicDeveloper` applies one of the workspace's recipes (`ws.recipes`) as an edit; it
   cannot repair, so a micro-tier failure ends the experiment (and becomes a lesson).
 - `LLMDeveloper` writes the change itself from the proposal and the editable files, as a
   structured `CodeChange` (whole new file contents); on a micro failure it gets the
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, Field
 
 from agents.prompts import render_prompt
-from agents.recipes import RecipeNotApplicable, get_recipe
+from agents.recipes import RecipeNotApplicable
 from tools.git_repo import NothingToCommitError
 from tools.git_safe import open_repo
 
@@ -49,15 +49,19 @@ class Developed:
 
 
 class HeuristicDeveloper:
-    name = "heuristic brain: recipe template edits (no LLM)"
+    name = "heuristic brain: recipe edits (no LLM)"
     max_repairs = 0
 
     def implement(self, ws, experiment: dict, path) -> str:
         if not experiment.get("recipe"):
-            raise ChangeRejected("the heuristic developer can only apply library recipes; this proposal is "
+            raise ChangeRejected("the heuristic developer can only apply the workspace's recipes; this proposal is "
                                  "free-form (use an LLM brain for it)")
         try:
-            get_recipe(experiment["recipe"]).apply(path, experiment.get("params") or {})
+            recipe = ws.recipes.get(experiment["recipe"])
+        except KeyError as exc:
+            raise ChangeRejected(str(exc.args[0])) from None
+        try:
+            recipe.apply(path, experiment.get("params") or {})
         except RecipeNotApplicable as exc:
             raise ChangeRejected(f"recipe {experiment['recipe']} does not apply to this workspace: {exc}") from None
         return f"Apply recipe {experiment['recipe']} {json.dumps(experiment.get('params') or {}, sort_keys=True)}"

@@ -117,7 +117,7 @@ def loop(workspace: Path, *, brain: str, experiments: int | None, until: str | N
     rows = [r for r in experiment_rows(ws.kb) if r["id"] in set(result.finished) or r["id"] not in before]
     console.print(results_table(rows, f"this run ({'resumed ' if result.resumed else ''}{result.thread_id})"))
     if result.stop_reason:
-        console.print(f"stopped: {result.stop_reason}")
+        console.print(f"stopped: {escape(result.stop_reason)}", soft_wrap=True)
     console.print(f"knowledge base: {ws.root / '.agentx' / 'kb.duckdb'}; review: agentx pr list --workspace {ws.root}")
     if reason := no_verdict_reason(ws.kb, rows, result.stop_reason, ws.root):
         console.print(f"[red]no verdict:[/red] {escape(reason)}", soft_wrap=True)

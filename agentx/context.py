@@ -1,4 +1,4 @@
-"""An opened workspace: its manifest, knowledge base, git repo and harness, built once."""
+"""An opened workspace: its manifest, knowledge base, git repo, harness and recipes, built once."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agents.recipes.registry import RecipeRegistry, registry_for
 from agentx.committed import require_committed
 from agentx.lock import WorkspaceLock, lock_workspace
 from agentx.paths import cache_dir, state_dir
@@ -24,6 +25,7 @@ class Workspace:
     kb: KnowledgeBase
     repo: WorkspaceRepo
     harness: Harness
+    recipes: RecipeRegistry          # the recipe sets the manifest names (agents/recipes/registry.py)
     lock: WorkspaceLock | None = None
 
     @classmethod
@@ -40,6 +42,7 @@ class Workspace:
         first run, with one line saying how to install bubblewrap."""
         root = Path(root).resolve()
         manifest = load_manifest(root)
+        recipes = registry_for(manifest)
         repo = WorkspaceRepo(root)
         if committed_only:
             require_committed(repo, manifest.paths)
@@ -59,7 +62,7 @@ class Workspace:
             if held is not None:
                 held.release()
             raise
-        return cls(root, manifest, kb, repo, harness, held)
+        return cls(root, manifest, kb, repo, harness, recipes, held)
 
     def close(self) -> None:
         try:

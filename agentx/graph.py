@@ -29,7 +29,8 @@ from langgraph.types import Send
 from agents import developer as dev
 from agents.evaluator import ControlFailed, EvalSettings, evaluate, roll_out, train_rows
 from agents.harness_evolution import evolve
-from agents.recipes import RECIPES, slug as recipe_slug
+from agents.applicability import no_proposals_reason, survey
+from agents.recipes import slug as recipe_slug
 from agentx.errors import UserError
 from agentx.llm import BudgetExceeded, LLMError
 from agentx.paths import state_dir
@@ -67,8 +68,8 @@ def brainstorm(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
     remaining = Budget(**state["budget"]).remaining(started)
     k = ctx.parallel if remaining is None else min(ctx.parallel, remaining)
     proposals = ctx.brainstorm.propose(ctx.ws, k, state.get("request"))
-    if not proposals:
-        return {"queue": [], "stop_reason": "no untried proposals left"}
+    if not proposals:   # say why: which recipes do not apply, what is left untried
+        return {"queue": [], "stop_reason": no_proposals_reason(survey(ctx.ws))}
     ids = [create_experiment(ctx.ws, p) for p in proposals]
     for exp_id, p in zip(ids, proposals):
         ctx.progress(f"{exp_id}: proposed '{p.title}' ({p.rationale or p.source})")
@@ -76,7 +77,7 @@ def brainstorm(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
 
 
 def create_experiment(ws, proposal: Proposal) -> str:
-    recipe = RECIPES.get(proposal.recipe) if proposal.recipe else None
+    recipe = ws.recipes.find(proposal.recipe)
     slug = recipe_slug(recipe, proposal.params) if recipe else sanitize_slug(proposal.title)
     return ws.kb.add_experiment(title=proposal.title, slug=slug, recipe=proposal.recipe, params=proposal.params,
                                 hypothesis=proposal.hypothesis, proposal=proposal.model_dump(),
@@ -176,7 +177,6 @@ def record(state: ExperimentState, runtime: Runtime[LoopContext]) -> dict:
 
 def lesson(ws, experiment: dict, verdict: dict | None, state: ExperimentState) -> dict:
     """The structured lesson every experiment leaves, success or failure (the brainstorm reads them)."""
-    recipe = RECIPES.get(experiment.get("recipe") or "")
     tier = verdict["tier"] if verdict else "micro"
     runs = [(s["treatment_run"], s["seed"]) for s in (verdict or {}).get("per_seed") or []] or \
         [(r["id"], r["seed"]) for r in ws.kb.runs(experiment["id"], arm="treatment", tier=tier)]
@@ -184,7 +184,8 @@ def lesson(ws, experiment: dict, verdict: dict | None, state: ExperimentState) -
                   "head_commit": experiment.get("head_commit"), "recipe": experiment.get("recipe"),
                   "tier": tier, "seeds": sorted({seed for _, seed in runs}),
                   "train_rows": train_rows(ws, [run_id for run_id, _ in runs])}
-    base = {"experiment_id": experiment["id"], "recipe_family": recipe.family if recipe else "free-form",
+    family = ws.recipes.family(experiment["recipe"]) if experiment.get("recipe") else "free-form"
+    base = {"experiment_id": experiment["id"], "recipe_family": family,
             "params": experiment.get("params"), "conditions": conditions}
     if verdict is None:
         kind = state.get("failure_kind") or "unknown"

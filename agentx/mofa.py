@@ -6,7 +6,8 @@
 - `build_problem` / `make_brain`: constraints from agentx.toml plus flags, and the brain
   (offline mRMR by default, an LLM with `--llm`);
 - `run_selection`: the selection as a `feature_subset` proposal through the same loop as
-  `agentx ask`, so it gets a branch, the micro tier, paired seeds and a verdict.
+  `agentx ask`, so it gets a branch, the micro tier, paired seeds and a verdict. The recipe
+  comes from the workspace's recipes: its manifest must name the `feature-lists` set.
 Only the train and validation slices are read here; the test slice judges the experiment.
 """
 
@@ -20,7 +21,8 @@ from dataclasses import dataclass
 from agents.feature_constraints import Constraints
 from agents.feature_selection import OfflineBrain, Problem, Selection
 from agents.feature_selection_llm import LLMFeatureBrain
-from agents.recipes import describe, get_recipe
+from agents.recipes import Recipe, RecipeRegistry, describe
+from agentx.errors import UserError
 from agentx.llm import LLMClient, parse_provider_spec
 from agentx.state import Proposal
 from knowledge.features import load_stats, save_catalog, save_stats
@@ -91,8 +93,20 @@ def record_selection(kb, selection: Selection, problem: Problem, version: str) -
     kb.log_event("feature_selection", {"version": version, **selection.as_dict(problem)})
 
 
-def proposal_for(selection: Selection, version: str) -> Proposal:
-    recipe = get_recipe(RECIPE)
+def subset_recipe(recipes: RecipeRegistry) -> Recipe:
+    """The workspace's feature_subset recipe, or a UserError saying how to get one."""
+    recipe = recipes.find(RECIPE)
+    if recipe is None:
+        raise UserError(f"--run makes a {RECIPE} experiment, a recipe of the 'feature-lists' set (for a train.py "
+                        "whose inputs are CATEGORICAL / NUMERIC / MULTI_CATEGORICAL lists of catalog names); "
+                        f"this workspace's agentx.toml [recipes] sets ({', '.join(recipes.set_names) or 'none'}) "
+                        "lack it: add \"feature-lists\" there if train.py keeps such lists, then `agentx trust`")
+    return recipe
+
+
+def proposal_for(recipes: RecipeRegistry, selection: Selection, version: str) -> Proposal:
+    """The selection as a feature_subset proposal of the workspace's recipes."""
+    recipe = subset_recipe(recipes)
     params = {"keep": list(selection.kept)}
     return Proposal(title=describe(recipe, params), recipe=RECIPE, params=params, source="cli",
                     hypothesis=recipe.hypothesis,

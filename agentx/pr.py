@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agents.recipes import RECIPES
 from agentx.errors import UserError
 from tools.git_repo import MainMovedError
 
@@ -149,8 +148,8 @@ def reject(ws, pr_id: int, reason: str) -> None:
     experiment = ws.kb.get_experiment(pr["experiment_id"])
     ws.kb.update_pull_request(pr_id, state="rejected", review_reason=reason)
     ws.kb.update_experiment(pr["experiment_id"], status="rejected")
-    recipe = RECIPES.get(experiment.get("recipe") or "")
-    ws.kb.add_lesson(experiment_id=pr["experiment_id"], recipe_family=recipe.family if recipe else "free-form", params=experiment.get("params"),
+    ws.kb.add_lesson(experiment_id=pr["experiment_id"], recipe_family=ws.recipes.family(experiment.get("recipe")),
+                     params=experiment.get("params"),
                      outcome="rejected_by_reviewer", failure_kind="review",
                      conditions={"workspace": ws.manifest.workspace.name, "base_commit": pr["base_commit"]},
                      text=f"A reviewer rejected '{experiment['title']}': {reason}")

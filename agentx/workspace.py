@@ -194,6 +194,20 @@ class SandboxSpec(_Section):
     tmp_mb: int = Field(default=1024, gt=0, description="size of the kernel's private /tmp")
 
 
+class RecipeSpec(_Section):
+    """`[recipes]`: the recipe sets written for this workspace's code (agents/recipes/registry.py)."""
+
+    sets: list[str] = Field(default=[], description="names of recipe sets bundled with agentx or installed as "
+                            "'agentx.recipes' plugins, e.g. [\"movielens-ctr\"]; none: no recipes")
+
+    @field_validator("sets")
+    @classmethod
+    def _distinct(cls, names: list[str]) -> list[str]:
+        if any(not name.strip() for name in names) or len(set(names)) != len(names):
+            raise ValueError(f"must be distinct, non-empty set names, got {names!r}")
+        return names
+
+
 KnobType = Literal["float", "int", "categorical", "bool", "features"]
 KNOB_FILE_KINDS = (".py", ".toml", ".yaml", ".yml", ".json")
 
@@ -290,6 +304,7 @@ class Manifest(_Section):
     paths: PathRules
     features: FeatureSpec = FeatureSpec()
     sandbox: SandboxSpec = SandboxSpec()
+    recipes: RecipeSpec = RecipeSpec()
     knobs: dict[str, KnobSpec] = Field(default={}, description="name -> a value the default brain may search")
 
     @field_validator("knobs")

@@ -35,11 +35,16 @@ def last_line(result) -> str:
 def test_run_where_the_brain_has_no_proposals_exits_1(tiny_ws):
     result = invoke("run", "--experiments", "1", "--workspace", str(tiny_ws))
     assert result.exit_code == 1, result.output
-    assert last_line(result) == "no verdict: no experiment ran (no untried proposals left)"
+    assert last_line(result).startswith("no verdict: no experiment ran (no untried proposals left: this workspace "
+                                        "has no recipes (agentx.toml names no [recipes] sets;")
 
 
-def test_ask_whose_experiment_fails_exits_1_naming_it(tiny_ws):
-    # the heuristic brain matches the request to dcn_v2, which the tiny workspace cannot take
+def test_ask_whose_experiment_fails_exits_1_naming_it(tiny_template, tmp_path):
+    # the heuristic brain matches the request to the movielens-ctr set's dcn_v2, which the
+    # tiny workspace (naming that set) cannot take
+    manifest = tiny_template / "agentx.toml"
+    manifest.write_text(manifest.read_text() + '\n[recipes]\nsets = ["movielens-ctr"]\n')
+    tiny_ws = WorkspaceRepo.init_from_template(tmp_path / "ws", tiny_template).root
     result = invoke("ask", "try a cross network on the ranker", "--workspace", str(tiny_ws))
     assert result.exit_code == 1, result.output
     assert last_line(result) == ("no verdict: E0001 failed (contract); "
@@ -93,7 +98,7 @@ def test_select_features_run_whose_experiment_fails_exits_1(tmp_path):
     manifest = TINY_MANIFEST.replace('protected = ["data.py", "agentx.toml"]',
                                      'protected = ["data.py", "agentx.toml", "features.yaml"]')
     (template / "agentx.toml").write_text(manifest + '\n[features]\ncatalog = "features.yaml"\n\n'
-                                          '[features.constraints]\nbudget = 3\n')
+                                          '[features.constraints]\nbudget = 3\n\n[recipes]\nsets = ["feature-lists"]\n')
     (template / "data.py").write_text(textwrap.dedent(FEATURE_DATA))
     (template / "features.yaml").write_text(FEATURE_CATALOG.lstrip())
     (template / "train.py").write_text(textwrap.dedent(FEATURE_TRAIN).replace("CATEGORICAL", "CATS"))

@@ -163,6 +163,8 @@ def test_cli_lists_shows_and_reports_experiments(reviewed_ws):
 
 
 def test_ask_without_a_matching_recipe_says_what_it_knows(tiny_template, tmp_path):
+    manifest = tiny_template / "agentx.toml"
+    manifest.write_text(manifest.read_text() + '\n[recipes]\nsets = ["movielens-ctr"]\n')
     WorkspaceRepo.init_from_template(tmp_path / "ws", tiny_template)
     result = CliRunner().invoke(app, ["ask", "make it sing opera", "--workspace", str(tmp_path / "ws")])
     assert result.exit_code == 2 and "found no recipe" in result.output and "DCN" in result.output

@@ -1,4 +1,5 @@
-"""The recipe library and the research cards.
+"""The movielens-ctr template's recipes (through the registry its manifest names) and the
+research cards.
 
 Fast tests edit copies of the real movielens-ctr template (milliseconds each). The slow
 ones apply each recipe's default to a checkout and train it for real on the micro tier
@@ -16,21 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from agents.recipes import (
-    RECIPES,
-    InvalidParams,
-    RecipeNotApplicable,
-    all_params,
-    describe,
-    get_recipe,
-    recipes_for_card,
-    slug,
-)
+from agents.recipes import InvalidParams, RecipeNotApplicable, all_params, describe, registry_for, slug
 from agents.recipes.edits import get_constant, set_constant, wrap_method_return
+from agentx.workspace import load_manifest
 from knowledge import KnowledgeBase
 from knowledge.cards import CardError, load_cards, parse_card, seed_cards
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "workspaces" / "movielens-ctr"
+REGISTRY = registry_for(load_manifest(TEMPLATE))     # the recipe sets the template's agentx.toml names
+RECIPES = {recipe.name: recipe for recipe in REGISTRY}
+get_recipe = REGISTRY.get
 SHARED_CACHE = Path(os.environ.get("AGENTX_CACHE_DIR") or Path.home() / ".cache" / "agentx")
 REQUIRED_CARDS = {"dcn_v2", "fm", "deepfm", "ssr", "gatesid", "user_history", "feature_crosses",
                   "embedding_size", "mlp_shape", "regularisation", "lr_schedule", "batch_size",
@@ -69,7 +65,7 @@ def test_registry_has_enough_recipes_each_tied_to_a_shipped_card():
         assert recipe.name == name and get_recipe(name) is recipe
         assert recipe.card in cards, f"{name} points at a missing card {recipe.card}"
         assert recipe.keywords and recipe.hypothesis and recipe.title
-    assert {r.name for r in recipes_for_card("regularisation")} >= {"dropout", "weight_decay", "id_dropout"}
+    assert {r.name for r in REGISTRY.for_card("regularisation")} >= {"dropout", "weight_decay", "id_dropout"}
     with pytest.raises(KeyError, match="no recipe 'nope'"):
         get_recipe("nope")
 
@@ -277,7 +273,6 @@ def test_card_id_must_match_its_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory):
-    from agentx.workspace import load_manifest
     from tools.git_repo import WorkspaceRepo
     from tools.harness import Harness
 

@@ -15,9 +15,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from agents.recipes import InvalidParams, RecipeNotApplicable, get_recipe
+from agents.recipes import InvalidParams, RecipeNotApplicable
 from agents.recipes.edits import get_constant
 from agentx.cli import app
+from workspaces.recipes.feature_lists import FEATURE_SUBSET
 from conftest import TINY_MANIFEST
 from tools.git_repo import WorkspaceRepo
 
@@ -120,6 +121,7 @@ def feature_ws(tmp_path):
     manifest = TINY_MANIFEST.replace('protected = ["data.py", "agentx.toml"]',
                                      'protected = ["data.py", "agentx.toml", "features.yaml"]')
     manifest += '\n[features]\ncatalog = "features.yaml"\n\n[features.constraints]\nbudget = 3\nmax_correlation = 0.9\n'
+    manifest += '\n[recipes]\nsets = ["feature-lists"]\n'      # select-features --run needs feature_subset
     (template / "agentx.toml").write_text(manifest)
     (template / "data.py").write_text(textwrap.dedent(FEATURE_DATA))
     (template / "features.yaml").write_text(FEATURE_CATALOG.lstrip())
@@ -197,7 +199,7 @@ def copy_template(dest: Path) -> Path:
 
 
 def test_feature_subset_places_each_feature_by_its_catalog_type(tmp_path):
-    recipe = get_recipe("feature_subset")
+    recipe = FEATURE_SUBSET
     checkout = copy_template(tmp_path / "ws")
     assert recipe.apply(checkout, {"keep": ["item_id", "gender", "release_year", "age"]}) == ["train.py"]
     text = (checkout / "train.py").read_text()
@@ -215,7 +217,7 @@ def test_feature_subset_places_each_feature_by_its_catalog_type(tmp_path):
 
 
 def test_feature_subset_refuses_what_it_cannot_express(tmp_path):
-    recipe = get_recipe("feature_subset")
+    recipe = FEATURE_SUBSET
     checkout = copy_template(tmp_path / "ws")
     for keep, reason in ((["user_id", "bogus"], "not in the feature catalog: bogus"),
                          (["age", "release_year"], "at least one categorical"),
@@ -230,7 +232,7 @@ def test_feature_subset_refuses_what_it_cannot_express(tmp_path):
 def test_template_trains_without_its_genre_field(tmp_path):
     """MULTI_CATEGORICAL = None: no genre field in the model, and main() still trains and predicts."""
     checkout = copy_template(tmp_path / "ws")
-    get_recipe("feature_subset").apply(checkout, {"keep": ["user_id", "item_id", "gender", "release_year"]})
+    FEATURE_SUBSET.apply(checkout, {"keep": ["user_id", "item_id", "gender", "release_year"]})
     rng = np.random.default_rng(0)
     n = 300
     frame = pd.DataFrame({"row_id": range(n), "user_id": rng.integers(1, 30, n), "item_id": rng.integers(1, 40, n),

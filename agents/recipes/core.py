@@ -1,4 +1,5 @@
-"""The Recipe type: one named, parameterised change to a workspace, tied to a research card.
+"""The Recipe type: one named, parameterised change to a workspace, tied to a research card,
+and the RecipeSet that ships recipes written for one kind of code (agents/recipes/registry.py).
 
 A recipe is data plus one function. `apply(worktree, params)` edits files in a checkout of
 the workspace and returns the relative paths it changed; when the anchors it needs are
@@ -64,6 +65,24 @@ class Recipe:
         return self.apply(worktree, params)
 
 
+@dataclass(frozen=True)
+class RecipeSet:
+    """Recipes written for one kind of code (a template's anchors and constants), by name.
+
+    A workspace's manifest names the sets it wants (`[recipes] sets`); `description` says in
+    one sentence what code the recipes expect, for `agentx recipes` and error messages."""
+
+    name: str
+    description: str
+    recipes: tuple[Recipe, ...]
+
+    def __post_init__(self) -> None:
+        names = [recipe.name for recipe in self.recipes]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"recipe set {self.name}: recipe names used twice: {', '.join(twice)}")
+
+
 def check_params(recipe: Recipe, params: dict[str, Any]) -> None:
     """`params` names exactly the recipe's parameters, each with a value from its grid."""
     if set(params) != set(recipe.space):
@@ -119,5 +138,5 @@ def slug(recipe: Recipe, params: dict[str, Any]) -> str:
     return re.sub(r"\.{2,}", ".", text).strip("-.")
 
 
-__all__ = ["Apply", "InvalidParams", "Recipe", "RecipeNotApplicable", "all_params", "check_params", "describe",
+__all__ = ["Apply", "InvalidParams", "Recipe", "RecipeNotApplicable", "RecipeSet", "all_params", "check_params", "describe",
            "show", "slug"]

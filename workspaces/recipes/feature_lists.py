@@ -1,4 +1,5 @@
-"""Feature-subset recipe: make the model read exactly a chosen set of catalog features.
+"""The `feature-lists` recipe set: feature_subset, which makes the model read exactly a chosen
+set of catalog features.
 
 This is how a MoFA selection (`agentx select-features`) becomes an experiment: params
 `{"keep": [...]}` name the inputs to keep, and train.py's feature lists are rewritten to
@@ -6,19 +7,21 @@ exactly those, each placed by its catalog type: `categorical` into CATEGORICAL, 
 into NUMERIC, `multi_categorical` into MULTI_CATEGORICAL (one pooled field, or None). The
 catalog is read from the checkout itself (`agentx.toml` [features] catalog). Features the
 model already reads keep their position, so an unchanged part of the model is built and
-initialised exactly as before; id dropout rates of dropped ids are removed.
+initialised exactly as before; id dropout rates of dropped ids are removed. Any workspace
+whose train.py keeps those lists can name the set; the movielens-ctr template does.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from agents.recipes.core import Recipe
+from agents.recipes.core import Recipe, RecipeSet
 from agents.recipes.edits import RecipeNotApplicable, get_constant, read, set_constant, write
 from agentx.errors import UserError
 from agentx.workspace import load_manifest
 from tools.feature_catalog import load_catalog
 
+NAME = "feature-lists"
 TRAIN = "train.py"
 # The grid's one point (what the heuristic brainstorm may try): every input of the
 # movielens-ctr catalog. Any other subset is passed in by `select-features` or a chat request.
@@ -75,12 +78,15 @@ def apply_feature_subset(worktree: Path, params: dict) -> list[str]:
     return [TRAIN]
 
 
-FEATURE_RECIPES = (
-    Recipe(
-        name="feature_subset", family="feature_selection", title="Feature subset", card="mofa",
-        hypothesis="A subset chosen for relevance, low redundancy and serving cost under the catalog's "
-                   "constraints should match the current inputs' accuracy or beat it, with less to serve.",
-        kind="config", space={"keep": [ALL_TEMPLATE_FEATURES]}, free=("keep",),
-        keywords=("feature subset", "select features", "selected features", "keep features", "all features"),
-        apply=apply_feature_subset, detail="keep {keep}"),
-)
+FEATURE_SUBSET = Recipe(
+    name="feature_subset", family="feature_selection", title="Feature subset", card="mofa",
+    hypothesis="A subset chosen for relevance, low redundancy and serving cost under the catalog's "
+               "constraints should match the current inputs' accuracy or beat it, with less to serve.",
+    kind="config", space={"keep": [ALL_TEMPLATE_FEATURES]}, free=("keep",),
+    keywords=("feature subset", "select features", "selected features", "keep features", "all features"),
+    apply=apply_feature_subset, detail="keep {keep}")
+
+
+def recipe_set() -> RecipeSet:
+    return RecipeSet(NAME, "a train.py whose inputs are CATEGORICAL / NUMERIC / MULTI_CATEGORICAL lists of "
+                           "feature-catalog names", (FEATURE_SUBSET,))

@@ -17,7 +17,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from agents.recipes import model_code as code
 from agents.recipes.core import Recipe
 from agents.recipes.edits import (
     RecipeNotApplicable,
@@ -40,6 +39,7 @@ from agents.recipes.edits import (
     wrap_method_return,
     write,
 )
+from workspaces.recipes.movielens_ctr import model_code as code
 
 MODEL, TRAIN = "model.py", "train.py"
 MODEL_CLASS = "CTRModel"
