@@ -71,7 +71,8 @@ def plugin(tmp_path, monkeypatch) -> Path:
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: agentx-tiny-plugin\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[agentx.recipes]\ntiny-consts = agentx_tiny_recipes:recipe_set\n"
-                                           "misnamed = agentx_tiny_recipes:wrong_name\n")
+                                           "misnamed = agentx_tiny_recipes:wrong_name\n"
+                                           "broken = agentx_no_such_module:recipe_set\n")
     (site / "agentx_tiny_recipes.py").write_text(textwrap.dedent(PLUGIN_MODULE))
     monkeypatch.syspath_prepend(str(site))
     return site
@@ -116,6 +117,8 @@ def test_a_plugin_set_comes_from_its_entry_point(plugin, tiny_template, tmp_path
                                                                       "Prior weight (2)")
     with pytest.raises(RecipeSetError, match="returned the set 'something-else'"):
         load_set("misnamed", available_sets())
+    with pytest.raises(RecipeSetError, match="'broken' \\(plugin agentx_no_such_module:recipe_set\\) does not load"):
+        load_set("broken", available_sets())
 
 
 def test_a_plugin_may_not_reuse_a_bundled_name(plugin):

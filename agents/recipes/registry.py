@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 from agents.recipes.core import Recipe, RecipeSet
 from agentx.errors import UserError
@@ -119,7 +119,8 @@ def plugin_sets() -> dict[str, SetLoader]:
     return {point.name: _plugin_loader(point) for point in entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def _plugin_loader(point) -> SetLoader:
+def _plugin_loader(point: EntryPoint) -> SetLoader:
+    """Import the plugin's function only when its set is named."""
     def load() -> RecipeSet:
         try:
             build = point.load()
