@@ -186,8 +186,10 @@ def summary(result: Survey) -> str:
     if not result.recipes:
         where = (f"its recipe sets ({', '.join(result.sets)}) hold none" if result.sets
                  else "agentx.toml names no [recipes] sets")
+        hint = "name one written for this code under [recipes] sets" + ("" if result.knobs else
+                                                                         ", or declare [knobs.NAME]")
         parts = [f"this workspace has no recipes ({where}; sets there are: {', '.join(result.available) or 'none'}"
-                 "; name one written for this code under [recipes] sets, or declare [knobs.NAME])"]
+                 f"; {hint})"]
     else:
         blocked = [r for r in result.recipes if not r.applicable]
         parts = [f"{len(blocked)} of {len(result.recipes)} recipes do not apply"

@@ -18,7 +18,7 @@ def _show(value: Any) -> str:
 
 
 def recipe_table(result) -> Table:
-    table = Table(title=f"recipes (sets: {', '.join(result.sets) or 'none named in agentx.toml [recipes]'})")
+    table = Table(title=escape(f"recipes (sets: {', '.join(result.sets) or 'none named in agentx.toml [recipes]'})"))
     for column in ("recipe", "set", "kind", "family", "applies", "left", "why not / what is left"):
         table.add_column(column, justify="right" if column == "left" else "left")
     for r in result.recipes:
@@ -28,7 +28,7 @@ def recipe_table(result) -> Table:
 
 
 def knob_table(result) -> Table:
-    table = Table(title="knobs (agentx.toml [knobs.*])")
+    table = Table(title=escape("knobs (agentx.toml [knobs.*])"))
     for column in ("knob", "where", "type", "current", "applies", "why not"):
         table.add_column(column)
     for k in result.knobs:
