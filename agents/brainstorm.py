@@ -2,7 +2,9 @@
 
 Two brains behind one `propose()`:
 - `HeuristicBrainstorm` (the default, no LLM): the workspace's recipes (`ws.recipes`, the
-  sets its manifest names) ranked by Thompson sampling. Each untried (recipe, parameters) gets a draw from a normal posterior over its
+  sets its manifest names) ranked by Thompson sampling, and its declared knobs (`[knobs]`)
+  as one more arm of that bandit, whose parameters Optuna's sampler picks
+  (agents/knob_search.py: TPE over the knob space, trials rebuilt from the KB). Each untried (recipe, parameters) gets a draw from a normal posterior over its
   validation effect, pooled from outcomes of the same recipe and, more weakly, its family;
   failures and reviewer rejections count as small losses. It never proposes a
   configuration already tried, and every ranking (all candidates, their posteriors and
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.applicability import DryRun, canonical, dry_run, tried_configurations
+from agents.knob_search import KNOB_RECIPE, KnobSearch
 from agents.prompts import render_prompt
 from agents.recipes import RecipeRegistry, all_params, describe
 from agentx.errors import UserError
@@ -75,8 +78,19 @@ class Scored:
 class HeuristicBrainstorm:
     name = "heuristic brain: the workspace's recipes ranked by Thompson sampling (no LLM)"
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, sampler: str = "tpe"):
         self.seed = seed
+        self.knobs = KnobSearch(sampler=sampler, seed=seed)
+
+    def knob_arm(self, ws, ranked: list[Scored]) -> Scored | None:
+        """The knobs' arm: a Thompson draw from the outcomes of past knob experiments (prior
+        N(0, PRIOR_SD)), ranked with the recipes; None when no knobs are declared."""
+        if not ws.manifest.knobs:
+            return None
+        own = [reward for recipe, reward in outcomes(ws.kb, ws.manifest.metric.sign) if recipe == KNOB_RECIPE]
+        mean, sd = sum(own) / (1.0 + len(own)), PRIOR_SD / math.sqrt(1.0 + len(own))
+        rng = np.random.default_rng(self.seed + 7919 + len(own))
+        return Scored(KNOB_RECIPE, {}, mean, sd, float(rng.normal(mean, sd)))
 
     def rank(self, recipes: RecipeRegistry, kb, sign: int, check: DryRun | None = None) -> list[Scored]:
         """One Thompson draw per recipe of `recipes` (so a recipe with a big grid is not
@@ -113,12 +127,27 @@ class HeuristicBrainstorm:
             return [self.match(ws, request)]
         with tempfile.TemporaryDirectory() as scratch:
             ranked = self.rank(ws.recipes, ws.kb, ws.manifest.metric.sign, dry_run(ws, Path(scratch) / "scratch"))
+        if (arm := self.knob_arm(ws, ranked)) is not None:
+            ranked = sorted([*ranked, arm], key=lambda s: s.draw, reverse=True)
         ws.kb.log_event("brainstorm_ranking", {"brain": "heuristic", "candidates": [s.__dict__ for s in ranked]})
-        return [Proposal(title=describe(ws.recipes.get(s.recipe), s.params), recipe=s.recipe, params=s.params,
-                         hypothesis=ws.recipes.get(s.recipe).hypothesis, score=s.draw, source="brainstorm",
-                         rationale=f"Thompson draw {s.draw:+.4f} from N({s.mean:+.4f}, {s.sd:.4f}) over "
-                                   f"past validation effects of this recipe and its family")
-                for s in ranked[:k]]
+        chosen = ranked[:k]
+        # the knobs' arm fills every slot the recipes cannot (one knob configuration per slot)
+        wanted = sum(s.recipe == KNOB_RECIPE for s in chosen) + (k - len(chosen) if arm is not None else 0)
+        knobs = iter(self.knobs.propose(ws, wanted) if wanted else [])
+        proposals = []
+        for s in chosen:
+            if s.recipe != KNOB_RECIPE:
+                proposals.append(Proposal(title=describe(ws.recipes.get(s.recipe), s.params), recipe=s.recipe,
+                                          params=s.params, hypothesis=ws.recipes.get(s.recipe).hypothesis,
+                                          score=s.draw, source="brainstorm",
+                                          rationale=f"Thompson draw {s.draw:+.4f} from N({s.mean:+.4f}, {s.sd:.4f}) "
+                                                    "over past validation effects of this recipe and its family"))
+            elif (proposal := next(knobs, None)) is not None:
+                proposals.append(proposal.model_copy(update={"score": s.draw, "rationale": (
+                    f"{proposal.rationale}; the knobs' arm won the Thompson draw ({s.draw:+.4f} from "
+                    f"N({s.mean:+.4f}, {s.sd:.4f}) over past knob experiments)")}))
+        proposals += list(knobs)
+        return proposals[:k]
 
     def match(self, ws, request: str) -> Proposal:
         """Map a chat request onto the workspace's recipe whose keywords it mentions most."""

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
+from agents.knob_search import KNOB_RECIPE, apply_knobs
+from tools.knobs import KnobError
 from agents.prompts import render_prompt
 from agents.recipes import RecipeNotApplicable
 from tools.git_repo import NothingToCommitError
@@ -53,6 +55,12 @@ class HeuristicDeveloper:
     max_repairs = 0
 
     def implement(self, ws, experiment: dict, path) -> str:
+        if experiment.get("recipe") == KNOB_RECIPE:       # declared knobs: only their values change
+            try:
+                changed = apply_knobs(path, ws.manifest, experiment.get("params") or {})
+            except KnobError as exc:
+                raise ChangeRejected(f"the knob values do not apply: {exc}") from None
+            return f"Set knobs {json.dumps(experiment.get('params') or {}, sort_keys=True)} in {', '.join(changed)}"
         if not experiment.get("recipe"):
             raise ChangeRejected("the heuristic developer can only apply the workspace's recipes; this proposal is "
                                  "free-form (use an LLM brain for it)")
