@@ -109,6 +109,9 @@ def adopt(path: Path, *, data: str | None = None, entrypoint: str | None = None,
         raise AdoptError(f"{data}: train.csv has only the id and label columns; a model needs input columns")
     protected = _protected(root, data, files)
     entry_file = _module_file(root, TrainSpec(entrypoint=entrypoint).module)
+    if entry_file in protected:
+        raise AdoptError(f"the data module {data} imports the entrypoint's module {entry_file}, so it would be "
+                         "protected and experiments could not change it; move what data.py needs out of it")
     editable = [entry_file] + sorted(f for f in files if f not in protected and f != entry_file
                                      and Path(f).name not in (MANIFEST, CATALOG) and not _is_test(f))
     adoption = Adoption(root, data, entrypoint, columns, editable, protected,
@@ -235,7 +238,8 @@ def _columns(root: Path, data: str, id_column: str, label_column: str,
         env = scrub_env(os.environ) | {"PYTHONDONTWRITEBYTECODE": "1"}
         try:
             done = subprocess.run([sys.executable, "-c", PROBE, str(root), data, str(cache_dir() / "datasets"),
-                                   str(out)], cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout_s)
+                                   str(out)], cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout_s,
+                                  check=False)
         except subprocess.TimeoutExpired:
             raise AdoptError(f"{data}: prepare() ran over {timeout_s:.0f} s; pass a larger --timeout") from None
         if done.returncode != 0:
@@ -278,29 +282,45 @@ def _toml_list(values: list[str]) -> str:
 
 
 def _knob_example(adoption: Adoption) -> list[str]:
-    """A commented [knobs] table for a real candidate value when one is easy to find."""
+    """Commented [knobs] tables for real candidates in editable YAML files (the first
+    positive number; a list of catalog names), else a placeholder."""
+    names = {c.name for c in adoption.features}
+    number = features = None
     for rel in adoption.editable:
         if rel.endswith((".yaml", ".yml")):
             try:
-                found = _numeric_leaf(yaml.safe_load((adoption.root / rel).read_text(encoding="utf-8")), [])
+                loaded = yaml.safe_load((adoption.root / rel).read_text(encoding="utf-8"))
             except (yaml.YAMLError, UnicodeDecodeError):
-                found = None
-            if found:
-                keys, value = found
-                return [f"# [knobs.{keys[-1]}]", f'# file = "{rel}"', f'# name = "{".".join(keys)}"',
-                        f'# type = "{"int" if isinstance(value, int) else "float"}"',
-                        f"# low = {value / 10!r}", f"# high = {value * 10!r}", "# log = true"]
-    return ["# [knobs.LEARNING_RATE]", f'# file = "{adoption.editable[0]}"', '# name = "LEARNING_RATE"',
-            '# type = "float"', "# low = 0.001", "# high = 0.1", "# log = true"]
+                continue
+            number = number or _leaf(loaded, [], lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                                     and v > 0, rel)
+            features = features or _leaf(loaded, [], lambda v: isinstance(v, list) and v and all(isinstance(x, str) and x in names for x in v), rel)
+    if not number and not features:
+        return ["# [knobs.LEARNING_RATE]", f'# file = "{adoption.editable[0]}"', '# name = "LEARNING_RATE"',
+                '# type = "float"', "# low = 0.001", "# high = 0.1", "# log = true"]
+    lines = []
+    if number:
+        rel, keys, value = number
+        kind = "int" if isinstance(value, int) else "float"
+        low, high = (max(1, value // 10), value * 10) if kind == "int" else (value / 100, value * 100)
+        lines += [f"# [knobs.{keys[-1]}]", f'# file = "{rel}"', f'# name = "{".".join(keys)}"', f'# type = "{kind}"',
+                  f"# low = {low!r}", f"# high = {high!r}", "# log = true"]
+    if features:
+        rel, keys, value = features
+        lines += ["#" if lines else "", f"# [knobs.{keys[-1]}]", f'# file = "{rel}"', f'# name = "{".".join(keys)}"',
+                  '# type = "features"             # candidates: every name in features.yaml',
+                  f"# min_size = {max(1, len(value) // 2)}"]
+    return [line for line in lines if line]
 
 
-def _numeric_leaf(node, keys: list[str]):
+def _leaf(node, keys: list[str], wanted, rel: str):
+    """(rel, key path, value) of the first value under a mapping key that `wanted` accepts."""
+    if keys and wanted(node):
+        return rel, keys, node
     if isinstance(node, dict):
         for key, value in node.items():
-            if isinstance(key, str) and (found := _numeric_leaf(value, keys + [key])):
+            if isinstance(key, str) and (found := _leaf(value, keys + [key], wanted, rel)):
                 return found
-    elif isinstance(node, (int, float)) and not isinstance(node, bool) and node > 0 and keys:
-        return keys, node
     return None
 
 
@@ -352,9 +372,9 @@ def catalog_text(a: Adoption) -> str:
 
 def next_steps(a: Adoption) -> list[str]:
     return [f"1. read {MANIFEST} and {CATALOG}; fix every TODO",
-            f"2. declare knobs in {MANIFEST} (the commented [knobs] example shows how); a knob's file must be "
-            "under paths.editable",
+            (f"2. declare knobs in {MANIFEST} (the commented [knobs] example shows how); a knob's file must "
+             "be under paths.editable"),
             f"3. git -C {a.root} add {MANIFEST} {CATALOG} && git -C {a.root} commit -m 'agentx manifest'",
             f"4. agentx check --workspace {a.root}",
-            "   (after the first check agentx trusts the protected files; change them later and run "
-            f"`agentx trust --workspace {a.root}`)"]
+            ("   (after the first check agentx trusts the protected files; change them later and run "
+             f"`agentx trust --workspace {a.root}`)")]

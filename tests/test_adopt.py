@@ -10,10 +10,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from agentx.cli import app
 from agentx.check import CHECKS
+from agentx.cli import app
+from agentx.workspace import load_manifest
 from knowledge import KnowledgeBase
 from tools.git_repo import WorkspaceRepo
+from tools.knobs import read_knob
 
 FEATURES = ["position", "price", "rating", "distance_km", "age_days", "discount"]
 
@@ -166,6 +168,38 @@ def test_adopt_writes_a_manifest_and_catalog_and_refuses_to_overwrite(click_repo
     again = CliRunner().invoke(app, ["adopt", str(click_repo)])
     assert again.exit_code == 2 and "already exists" in again.output and "--force" in again.output
     assert len(again.output.strip().splitlines()) == 1
+
+
+def test_the_commented_knob_examples_are_real_knobs_once_uncommented(click_repo):
+    assert CliRunner().invoke(app, ["adopt", str(click_repo)]).exit_code == 0
+    text = (click_repo / "agentx.toml").read_text()
+    start = text.index("# [knobs.")
+    examples = text[start:text.index("\n\n", start)]
+    uncommented = "\n".join(line[2:] if line.startswith("# ") else "" for line in examples.splitlines())
+    (click_repo / "agentx.toml").write_text(text.replace(examples, uncommented))
+    manifest = load_manifest(click_repo)
+    assert {name: (k.file, k.name, k.type) for name, k in manifest.knobs.items()} == {
+        "C": ("conf/model.yaml", "model.C", "float"), "features": ("conf/model.yaml", "features", "features")}
+    assert [read_knob(click_repo, k) for k in manifest.knobs.values()] == [1.0, FEATURES]
+
+
+def test_adopt_says_what_to_pass_when_it_cannot_tell(click_repo):
+    runner = CliRunner()
+    (click_repo / "more_data.py").write_text("def prepare(cache_dir, out_dir):\n    pass\n")
+    result = runner.invoke(app, ["adopt", str(click_repo)])
+    assert result.exit_code == 2 and "several files define prepare() (data.py, more_data.py)" in result.output
+    assert "pass --data FILE" in result.output
+    result = runner.invoke(app, ["adopt", str(click_repo), "--data", "more_data.py"])
+    assert result.exit_code == 2 and "wrote no train.csv, valid.csv, test.csv" in result.output
+    result = runner.invoke(app, ["adopt", str(click_repo), "--data", "data.py", "--id-column", "impression"])
+    assert result.exit_code == 2 and "no id column 'impression'" in result.output and "row_id" in result.output
+    result = runner.invoke(app, ["adopt", str(click_repo), "--data", "data.py", "--entrypoint", "train:fit"])
+    assert result.exit_code == 2 and "train.py defines no module-level function fit" in result.output
+    (click_repo / "data.py").write_text((click_repo / "data.py").read_text() + "\nraise SystemExit('no network')\n")
+    result = runner.invoke(app, ["adopt", str(click_repo), "--data", "data.py"])
+    assert result.exit_code == 2 and "failed in a child process: no network" in result.output
+    assert not (click_repo / "agentx.toml").exists()
+    assert runner.invoke(app, ["adopt", str(click_repo.parent)]).exit_code == 2      # not a repository
 
 
 @pytest.mark.slow
