@@ -23,6 +23,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from threadpoolctl import threadpool_limits
 
 # -----------------------------------------------------------------------------
 # Hyper-parameters (edit here; agentx.toml [knobs] names the ones a search may set)
@@ -117,6 +118,10 @@ def main(run_dir: str) -> Predictor:
     config = json.loads((run_dir / "run.json").read_text())
     seed = int(config.get("seed", 0))
     np.random.seed(seed)
+    # One OpenMP thread, for training and for every later predict() in this process: gradient
+    # boosting's OpenMP workers spin while they wait, so on a busy 2-core machine a 256-row
+    # predict took 120-560 ms with two threads (the latency guardrail measured the load).
+    threadpool_limits(1)
 
     # data
     train = pd.read_csv(run_dir / "train.csv")
