@@ -82,7 +82,7 @@ class HeuristicBrainstorm:
         self.seed = seed
         self.knobs = KnobSearch(sampler=sampler, seed=seed)
 
-    def knob_arm(self, ws, ranked: list[Scored]) -> Scored | None:
+    def knob_arm(self, ws) -> Scored | None:
         """The knobs' arm: a Thompson draw from the outcomes of past knob experiments (prior
         N(0, PRIOR_SD)), ranked with the recipes; None when no knobs are declared."""
         if not ws.manifest.knobs:
@@ -127,7 +127,7 @@ class HeuristicBrainstorm:
             return [self.match(ws, request)]
         with tempfile.TemporaryDirectory() as scratch:
             ranked = self.rank(ws.recipes, ws.kb, ws.manifest.metric.sign, dry_run(ws, Path(scratch) / "scratch"))
-        if (arm := self.knob_arm(ws, ranked)) is not None:
+        if (arm := self.knob_arm(ws)) is not None:
             ranked = sorted([*ranked, arm], key=lambda s: s.draw, reverse=True)
         ws.kb.log_event("brainstorm_ranking", {"brain": "heuristic", "candidates": [s.__dict__ for s in ranked]})
         chosen = ranked[:k]

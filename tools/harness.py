@@ -128,6 +128,8 @@ class Harness:
         self.memory_limit_mb = memory_limit_mb
         self.progress = progress
         self._splits: Splits | None = None
+        self._splits_head: str | None = None
+        self._repo = None
         self._popularity: dict[str, float] = {}
         self._reference: tuple[str, dict[str, str]] | None = None   # (main's head, its protected blobs)
         if sandboxed and warm_kernels:
@@ -165,16 +167,22 @@ class Harness:
         """The splits of main's head, made by the data module read from its git objects, once
         per main head and only after its protected files matched the trusted ledger
         (tools/trust.py: ProtectedChangedError otherwise)."""
-        from tools.git_repo import WorkspaceRepo
         from tools.trust import verify_protected
 
-        repo = self.__dict__.setdefault("_splits_repo", None) or WorkspaceRepo(self.workspace)
-        self._splits_repo = repo
-        if self._splits is None or getattr(self, "_splits_head", None) != repo.head():
-            head = verify_protected(repo, self.kb, self.manifest)
+        if self._splits is None or self._splits_head != self.repo.head():
+            head = verify_protected(self.repo, self.kb, self.manifest)
             self.progress("preparing data splits (the protected data module of main, run by the harness)")
-            self._splits, self._splits_head = prepare_splits(repo, head, self.manifest, self.cache), head
+            self._splits, self._splits_head = prepare_splits(self.repo, head, self.manifest, self.cache), head
         return self._splits
+
+    @property
+    def repo(self):
+        """The workspace's git repository (opened once, without hooks: tools/git_safe.py)."""
+        from tools.git_repo import WorkspaceRepo
+
+        if self._repo is None:
+            self._repo = WorkspaceRepo(self.workspace)
+        return self._repo
 
     def reusable(self, commit: str, tier: str, seed: int) -> RunOutcome | None:
         """A finished, valid run of the same commit, tier and seed: no need to train it again."""
@@ -203,7 +211,8 @@ class Harness:
 
         tier_spec = self.tier(tier)
         module = self.manifest.train.module
-        if entrypoint_file(self.workspace, module) is None and entrypoint_file(Path(checkout), module) is None:
+        has_entrypoint = entrypoint_file(Path(checkout), module) is not None
+        if not has_entrypoint and entrypoint_file(self.workspace, module) is None:
             raise UserError(f"the entrypoint {self.manifest.train.entrypoint!r} ([train] entrypoint in agentx.toml) "
                             f"names module {module!r}, which is neither in {checkout} nor in {self.workspace}; "
                             "fix the manifest or add the module")
@@ -224,7 +233,7 @@ class Harness:
                                  + ", ".join(early))
         elif (short := self._short_of_disk()) is not None:
             outcome = RunOutcome(run_id, "disk", "disk", short)
-        elif entrypoint_file(Path(checkout), module) is None:
+        elif not has_entrypoint:
             outcome = RunOutcome(run_id, "error", "crash", f"the entrypoint module {module!r} is missing from "
                                  "this commit (it was deleted or renamed); no kernel was started")
         else:
@@ -242,7 +251,7 @@ class Harness:
         else:
             # Neither the code the kernel ran nor the main checkout may have changed a protected path.
             tampered = sorted(set(changed(reference, after))
-                              | set(changed(reference, self._main_protected(rules))))
+                              | set(changed(reference, protected_digest(self.workspace, rules))))
             # the rows it was given to score: writing fewer (or other) rows into them would make
             # the missing-rows check, and every later join, judge a different slice
             given = tier_rows(splits, tier_spec)
@@ -267,15 +276,10 @@ class Harness:
 
     def protected_reference(self) -> dict[str, str]:
         """The protected files' blobs in main's head commit (from git objects, never the
-        working tree); a workspace that is not a git repository (tests) hashes its files."""
-        if not (self.workspace / ".git").exists():
-            return protected_digest(self.workspace, self.manifest.paths.protected)
-        from tools.git_repo import WorkspaceRepo
-
-        repo = WorkspaceRepo(self.workspace)
-        head = repo.head()
+        working tree), read once per main head."""
+        head = self.repo.head()
         if self._reference is None or self._reference[0] != head:
-            self._reference = (head, repo.blobs(head, self.manifest.paths.protected))
+            self._reference = (head, self.repo.blobs(head, self.manifest.paths.protected))
         return self._reference[1]
 
     def _short_of_disk(self) -> str | None:
@@ -291,10 +295,6 @@ class Harness:
         return (f"not started: a run needs {need / 1024:.1f} GB free (its run directory's cap plus a reserve), "
                 f"and {free / 1024:.1f} GB are free on the disk of {state_dir(self.workspace)}; free some space "
                 "or lower [sandbox] run_dir_mb in agentx.toml")
-
-    def _main_protected(self, rules: list[str]) -> dict[str, str]:
-        """The main checkout's protected files now (a kernel without the sandbox could write them)."""
-        return protected_digest(self.workspace, rules)
 
     def _audit_spec(self, run_id: str, slot: Slot, confined: bool) -> AuditSpec:
         """What the kernel's audit hook watches: every harness-owned path a run has no business in.
