@@ -83,7 +83,6 @@ Status = Literal["ok", "error", "timeout", "memory", "died", "disk"]
 INTERRUPT_GRACE_S = 2.0  # after SIGINT at the deadline, how long before SIGKILL
 POLL_S = 0.1  # iopub wait per loop turn: bounds how late we see a deadline or a death
 WATCHDOG_PERIOD_S = 0.05  # memory poll period
-DISK_EVERY = 1  # the writable folders' size is summed every DISK_EVERY memory polls (50 ms)
 DISK_ERRNOS = ("[Errno 28]", "[Errno 27]", "[Errno 122]")  # ENOSPC, EFBIG (RLIMIT_FSIZE), EDQUOT
 KERNEL_LOG_TAIL = 2000  # chars of the kernel process's own stdout/stderr kept in `detail`
 
@@ -264,20 +263,18 @@ class _MemoryWatchdog(threading.Thread):
         self._halt = threading.Event()
 
     def run(self) -> None:
-        turn = 0
         while not self._halt.is_set():
             self.sample()
             if self.limit_mb is not None and self.peak_mb > self.limit_mb:
                 self.tripped.set()  # before the kill, so a death seen later is attributed
                 _kill_tree(self.proc, self.seen)
                 return
-            if self.disk_limit_mb is not None and turn % DISK_EVERY == 0:
+            if self.disk_limit_mb is not None:     # the writable folders, summed at every poll
                 self.disk_mb = folder_mb(self.disk)
                 if self.disk_mb > self.disk_limit_mb:
                     self.disk_tripped.set()
                     _kill_tree(self.proc, self.seen)
                     return
-            turn += 1
             self._halt.wait(WATCHDOG_PERIOD_S)
 
     def sample(self) -> None:
