@@ -11,14 +11,19 @@ earlier failure means it cannot run). The checks, in order:
                 train/valid/test with the id and label columns
 4. columns      the split files have the id and label columns, and the user, item and
                 cluster columns [data] declares
-5. entrypoint   the entrypoint's module is in main's head commit and imports, with its
+5. catalog      the feature catalog ([features] catalog) parses and every feature it lists
+                is a column of the split files (no such file: ok, with what it would enable)
+6. knobs        every declared knob reads back a value its spec allows, from main's head
+                commit (a features knob: names from its candidates)
+7. entrypoint   the entrypoint's module is in main's head commit and imports, with its
                 function, in a child process confined like a kernel (never in agentx's)
-6. micro run    one micro-tier run of main's head in the real (sandboxed) harness
-7. predictions  that run's predictions exist and the harness scored them
+8. micro run    one micro-tier run of main's head in the real (sandboxed) harness
+9. predictions  that run's predictions exist and the harness scored them
 
 No manifest or no repository skips everything after it; a data module that fails skips
-the columns; a failed data module or entrypoint skips the micro run; a failed micro run
-skips the predictions. Uncommitted changes skip nothing: the later checks use the commit.
+the columns and the catalog's column check; a failed data module or entrypoint skips the
+micro run; a failed micro run skips the predictions. A bad catalog or knob skips nothing:
+runs do not need them, the search and feature selection do. Uncommitted changes skip nothing: the later checks use the commit.
 Like `agentx baseline`, the check holds the workspace lock and records its run in the KB.
 """
 
@@ -37,14 +42,17 @@ from agentx.committed import UncommittedChangesError, require_committed
 from agentx.context import Workspace
 from agentx.errors import UserError
 from agentx.workspace import MANIFEST, DataSpec, Manifest, load_manifest
+from agents.knob_search import feature_candidates
+from tools.feature_catalog import load_catalog
 from tools.git_repo import GitRepoError, WorkspaceRepo
 from tools.harness import Harness, RunOutcome
+from tools.knobs import check_value, read_knob
 from tools.pool import Slot
 from tools.sandbox import scrub_env
 from tools.splits import SPLITS, Splits, _csv
 from tools.staging import entrypoint_file, stage_code
 
-CHECKS = ("manifest", "git", "data module", "columns", "entrypoint", "micro run", "predictions")
+CHECKS = ("manifest", "git", "data module", "columns", "catalog", "knobs", "entrypoint", "micro run", "predictions")
 # Failure kinds of a run whose kernel finished but whose prediction files broke the contract.
 PREDICTION_KINDS = {"missing_file", "format", "duplicate_rows", "missing_rows", "nan", "constant", "misaligned"}
 HINTS = {"crash": "fix the error in the entrypoint",
@@ -127,6 +135,8 @@ def check_workspace(root: Path, *, sandboxed: bool = True, wait: bool = False,
         else:
             _columns(checks, splits, manifest.data)
         checkout, commit = ws.base_checkout()
+        _catalog(checks, checkout, manifest, splits)
+        _knobs(checks, checkout, manifest)
         imported = _entrypoint(checks, ws.harness, root, checkout)
         if splits is None or not imported:
             return checks.skip_rest("needs " + " and ".join(
@@ -199,6 +209,61 @@ def _columns(checks: Checklist, splits: Splits, data: DataSpec) -> bool:
     absent = [k for k in ("user_column", "item_column") if needed[k] is None]
     note = f" (none: {', '.join(absent)}, see docs/contracts.md)" if absent else ""
     return checks.add("columns", "ok", f"{' / '.join(str(rows[s]) for s in SPLITS)} rows; {declared}{note}")
+
+
+def _catalog(checks: Checklist, checkout: Path, manifest: Manifest, splits: Splits | None) -> bool:
+    """The feature catalog parses, and (with splits) each of its features is a column."""
+    if not (checkout / manifest.features.catalog).is_file():
+        return checks.add("catalog", "ok", f"no {manifest.features.catalog} (feature selection and features "
+                                           f"knobs need one: `agentx adopt` writes a starter)")
+    try:
+        features = load_catalog(checkout, manifest)
+    except UserError as exc:                    # one line, named as in the repository (not the checkout's path)
+        problem = " ".join(str(exc).replace(f"{checkout}/", "").split())
+        return checks.add("catalog", "FAIL", f"{problem} (fix it and commit it, then `agentx trust`: it is protected)")
+    groups = sorted({f.group for f in features})
+    if splits is None:
+        return checks.add("catalog", "ok", f"{len(features)} features in {len(groups)} groups (columns not "
+                                           f"checked: the data module failed)")
+    columns = set(_columns_of(splits.file("train")))
+    missing = [f.name for f in features if f.name not in columns]
+    if missing:
+        return checks.add("catalog", "FAIL", f"{manifest.features.catalog} lists {', '.join(missing)}, which "
+                          f"train.csv lacks: write those columns in the data module, or remove the entries")
+    return checks.add("catalog", "ok", f"{len(features)} features in {len(groups)} groups "
+                                       f"({', '.join(groups)}), every one a column of the splits")
+
+
+def _knobs(checks: Checklist, checkout: Path, manifest: Manifest) -> bool:
+    """Every declared knob reads back a value its spec allows."""
+    if not manifest.knobs:
+        return checks.add("knobs", "ok", f"no [knobs.*] in {MANIFEST} (the default brain can only try the "
+                                         f"workspace's recipes; docs/contracts.md shows how to declare knobs)")
+    problems, values = [], []
+    try:
+        candidates = feature_candidates(checkout, manifest)
+    except UserError as exc:
+        return checks.add("knobs", "FAIL", str(exc))
+    for name, spec in manifest.knobs.items():
+        try:
+            value = check_value(spec, read_knob(checkout, spec))
+            if spec.type == "features":
+                unknown = [f for f in value if f not in candidates[name]]
+                if unknown:
+                    raise UserError(f"knob {name}: {', '.join(unknown)} not in the feature catalog")
+                values.append(f"{name}: {len(value)} features")
+            else:
+                values.append(f"{name}={value!r}")
+        except UserError as exc:
+            problems.append(str(exc))
+    if problems:
+        return checks.add("knobs", "FAIL", "; ".join(problems) + f" (fix the value, or the knob's spec in {MANIFEST})")
+    return checks.add("knobs", "ok", f"{len(values)} knobs read back valid values ({', '.join(values)})")
+
+
+def _columns_of(path: Path) -> list[str]:
+    with duckdb.connect() as con:
+        return [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {_csv(path)}").fetchall()]
 
 
 def _entrypoint(checks: Checklist, harness: Harness, root: Path, checkout: Path) -> bool:

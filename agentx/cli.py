@@ -201,8 +201,8 @@ def demo(
     directory: Annotated[Path, typer.Option("--dir", help="workspace to create, or reuse if it exists")] = Path("agentx-demo"),
     experiments: Annotated[int, typer.Option(min=1, help="experiments to run after the baseline")] = 3,
     seeds: Annotated[int, typer.Option(min=1, help="paired seeds per arm")] = 2,
-    template: Annotated[str, typer.Option(help="bundled template to copy (caravan-conversion: scikit-learn, "
-                                               "no torch)")] = "movielens-ctr",
+    template: Annotated[str, typer.Option(help="bundled template to copy (caravan-conversion, "
+                                               "adult-income: scikit-learn, no torch)")] = "movielens-ctr",
     wait: WaitOpt = False,
     unsandboxed: UnsandboxedOpt = False,
 ) -> None:

@@ -48,7 +48,7 @@ def test_a_missing_entrypoint_module_fails_that_line_with_its_fix(tiny_template,
     assert code == 1, output
     status, fix = lines["entrypoint"]
     assert status == "FAIL" and "'trainer'" in fix and "add trainer.py, or fix [train] entrypoint" in fix
-    assert [lines[n][0] for n in CHECKS] == ["ok", "ok", "ok", "ok", "FAIL", "skipped", "skipped"]
+    assert [lines[n][0] for n in CHECKS] == ["ok", "ok", "ok", "ok", "ok", "ok", "FAIL", "skipped", "skipped"]
     assert not KnowledgeBase.for_workspace(tmp_path / "ws").runs()          # no kernel was spent
 
 
@@ -100,3 +100,30 @@ def test_a_folder_that_is_not_a_repository_skips_everything_after_git(tiny_templ
     assert lines["git"][0] == "FAIL" and "not a git repository" in lines["git"][1]
     assert all(lines[n][0] == "skipped" for n in CHECKS[2:])
     assert not (tiny_template / ".agentx").exists()
+
+
+def test_a_catalog_naming_a_missing_column_and_a_knob_without_its_constant_fail_their_lines(tiny_template, tmp_path):
+    (tiny_template / "features.yaml").write_text(
+        "- name: user_id\n  definition: the user\n  group: user\n  type: categorical\n  serving_cost: 1.0\n"
+        "  leaky: false\n"
+        "- name: device\n  definition: the device\n  group: context\n  type: categorical\n  serving_cost: 0.1\n"
+        "  leaky: false\n")
+    manifest = tiny_template / "agentx.toml"
+    manifest.write_text(manifest.read_text() + '\n[knobs.LR]\nfile = "train.py"\nname = "LR"\ntype = "float"\n'
+                                               'low = 0.001\nhigh = 0.1\n')
+    code, lines, output = check(make_ws(tiny_template, tmp_path))
+    assert code == 1, output
+    status, fix = lines["catalog"]
+    assert status == "FAIL" and "features.yaml lists device, which train.csv lacks" in fix, output
+    status, fix = lines["knobs"]
+    assert status == "FAIL" and "train.py: no module-level constant LR" in fix, output
+    # a bad catalog or knob does not stop the run checks: runs need neither
+    assert [lines[n][0] for n in ("entrypoint", "micro run", "predictions")] == ["ok", "ok", "ok"]
+
+
+def test_a_catalog_that_is_not_yaml_fails_with_the_parse_error(tiny_template, tmp_path):
+    (tiny_template / "features.yaml").write_text("- name: user_id\n  definition: id: of the user\n")
+    code, lines, output = check(make_ws(tiny_template, tmp_path))
+    status, fix = lines["catalog"]
+    assert code == 1 and status == "FAIL" and "not valid YAML" in fix and "agentx trust" in fix, output
+    assert lines["knobs"][0] == "ok" and "no [knobs.*]" in lines["knobs"][1]
