@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agentx.workspace import metric_sign
 from tools.rollout import STAGES, Guard, ReplayRollout, Rollout, RolloutBackend, ramp
 from tools.scoring import join_predictions, units_of
 from tools.stats import paired_effect
@@ -215,7 +216,7 @@ def check_guardrails(manifest, pairs) -> list[dict]:
     for name, allowed in rails.max_secondary_regression.items():
         c = statistics.fmean(c.metric("test", name) for _, c, _ in pairs)
         t = statistics.fmean(t.metric("test", name) for _, _, t in pairs)
-        worse = (t - c) if name == "logloss" else (c - t)
+        worse = metric_sign(name) * (c - t)          # > 0: the treatment made it worse
         checks.append({"name": f"{name}_regression", "value": worse, "limit": allowed, "ok": worse <= allowed})
     return checks
 

@@ -13,6 +13,18 @@ with a type and a range; see `agentx.workspace.KnobSpec`). This brain searches t
    knob is one yes/no parameter per candidate (`features.<knob>.<name>`), decoded to a
    list in candidate order and topped up at random to its `min_size`. A configuration
    already in the KB, or equal to the current values, is asked again.
+   - scope "local" (the default brain's): one knob at a time. Optuna's
+     `PartialFixedSampler` holds every other parameter at main's current value and the
+     sampler (TPE by default) draws the free one; a features knob frees one candidate, so a
+     move adds or drops one feature. The knob to move rotates (an offset from the seed and
+     the history's length) over the knobs that are active: a knob with `when = {MODEL =
+     "logreg"}` moves only while main has MODEL = "logreg" (moving it otherwise would train
+     an identical model). A small budget of paired-seed experiments learns far more from
+     one-change moves next to main than from random points of the whole space, where most
+     draws break something that already worked (a dropped strong feature, a bad learning
+     rate) and the one good change is lost among them.
+   - scope "global": every knob at once, Optuna's plain ask (what `benchmarks/search.py`
+     runs for its Optuna and random baselines).
 3. The answer is a `Proposal` with recipe "knobs" and params {knob: value};
    `apply_knobs` writes those values into a worktree (tools/knobs.py), so the branch's
    diff changes only knob values.
@@ -29,7 +41,7 @@ import random
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
@@ -42,6 +54,8 @@ from agentx.workspace import KnobSpec, Manifest
 from tools.feature_catalog import load_catalog
 from tools.knobs import KnobError, check_value, read_knob, write_knob
 
+Scope = Literal["local", "global"]
+LOCAL_NOTE = " (one knob moved, the others held at main's values)"
 KNOB_RECIPE = "knobs"
 SAMPLERS = ("tpe", "random", "cmaes")
 SAMPLER_NAMES = {"tpe": "TPE", "random": "random", "cmaes": "CMA-ES"}
@@ -203,11 +217,15 @@ def build_study(manifest: Manifest, trials: list[PriorTrial], space: dict[str, B
 class KnobSearch:
     """The knob brain: `propose(ws, k)` like the brainstorm's, from an Optuna sampler."""
 
-    def __init__(self, sampler: str = "tpe", seed: int = 0):
+    def __init__(self, sampler: str = "tpe", seed: int = 0, scope: Scope = "local"):
         if sampler not in SAMPLERS:
             raise UserError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-        self.sampler, self.seed = sampler, seed
-        self.name = f"heuristic brain: Optuna {SAMPLER_NAMES[sampler]} search over the declared knobs (no LLM)"
+        if scope not in ("local", "global"):
+            raise UserError(f"unknown knob search scope {scope!r}; choose local or global")
+        self.sampler, self.seed, self.scope = sampler, seed, scope
+        moves = "one knob at a time next to main" if scope == "local" else "all knobs at once"
+        self.name = (f"heuristic brain: Optuna {SAMPLER_NAMES[sampler]} search over the declared knobs, {moves} "
+                     f"(no LLM)")
 
     def study(self, root: Path, manifest: Manifest, kb) -> tuple[optuna.Study, list[PriorTrial]]:
         """The study rebuilt from the KB, and the prior trials it was built from."""
@@ -232,21 +250,34 @@ class KnobSearch:
         current = {name: read_knob(root, spec) for name, spec in manifest.knobs.items()}
         taken = {_key(manifest, p) for p in _all_knob_params(kb)} | {_key(manifest, current)}
         rng = random.Random(self.seed + len(trials))
+        held = encode(manifest, current, space)           # main's values as Optuna parameters
+        moves = ([knob for knob in active_knobs(manifest, current)
+                  if _untried_moves(manifest, knob, current, taken, candidates)] if self.scope == "local" else [])
+        if self.scope == "local" and not moves:
+            return []
+        base = study.sampler
         proposals: list[Proposal] = []
-        for _ in range(MAX_ASKS * k):
+        for attempt in range(MAX_ASKS * k):
             if len(proposals) == k:
                 break
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                if moves:                                   # local: free one parameter, hold the rest
+                    knob = moves[(self.seed + len(trials) + attempt) % len(moves)]
+                    free = (f"features.{knob}.{rng.choice(candidates[knob])}"
+                            if manifest.knobs[knob].type == "features" else knob)
+                    study.sampler = optuna.samplers.PartialFixedSampler(
+                        {name: value for name, value in held.items() if name != free}, base)
                 trial = study.ask(space)
             params = decode(manifest, trial.params, candidates, rng)
             params = {name: _keep_order(value, current[name]) if manifest.knobs[name].type == "features" else value
                       for name, value in params.items()}
-            if _key(manifest, params) in taken:
-                study.tell(trial, state=TrialState.FAIL)   # asked again: this draw is not new
-                continue
+            if _key(manifest, params) in taken or (moves and not _one_move(manifest, current, params)):
+                study.tell(trial, state=TrialState.FAIL)   # asked again: not new (or, local: a drop below
+                continue                                   # min_size was topped up, two moves at once)
             taken.add(_key(manifest, params))              # left running: the next ask avoids it
             proposals.append(self._proposal(manifest, params, current, trials))
+        study.sampler = base
         return proposals
 
     def _proposal(self, manifest: Manifest, params: dict[str, Any], current: dict[str, Any],
@@ -259,13 +290,61 @@ class KnobSearch:
         history = f"{len(trials)} prior trial{'s' * (len(trials) != 1)} from the KB ({failed} failed"
         history += f"; best {best.experiment_id} at {best.value:+.4f} validation {metric})" if best else ")"
         return Proposal(
-            title="Set knobs " + ", ".join(f"{name}={show(value)}" for name, value in changed.items()),
+            title="Set knobs " + ", ".join(_change(manifest, name, current.get(name), value)
+                                           for name, value in changed.items()),
             recipe=KNOB_RECIPE, params=params, source="brainstorm",
             hypothesis=f"These values of the declared knobs should improve validation {metric}: the sampler "
                        "draws where past knob trials did well, and explores where it has no evidence.",
-            rationale=f"Optuna {SAMPLER_NAMES[self.sampler]} sampler, {history}; changes "
+            rationale=f"Optuna {SAMPLER_NAMES[self.sampler]} sampler{LOCAL_NOTE if self.scope == 'local' else ''}, "
+                      f"{history}; changes "
                       + ", ".join(f"{name} {show(current.get(name))} -> {show(value)}"
                                   for name, value in changed.items()))
+
+
+def _untried_moves(manifest: Manifest, knob: str, current: dict[str, Any], taken: set[str],
+                   candidates: dict[str, list[str]]) -> bool:
+    """Whether one move of `knob` from `current` is still untried (a float or int knob always
+    has one; a categorical, bool or features knob has finitely many)."""
+    spec = manifest.knobs[knob]
+    if spec.type in ("float", "int"):
+        return True
+    old = current.get(knob)
+    if spec.type == "features":
+        if not isinstance(old, list):
+            return True
+        options = [[f for f in old if f != c] if c in old else [*old, c] for c in candidates[knob]]
+        options = [o for o in options if len(o) >= (spec.min_size or 0)]
+    else:
+        options = [v for v in (spec.choices if spec.type == "categorical" else [False, True]) or [] if v != old]
+    return any(_key(manifest, {**current, knob: option}) not in taken for option in options)
+
+
+def _one_move(manifest: Manifest, current: dict[str, Any], params: dict[str, Any]) -> bool:
+    """Whether `params` differs from `current` in one knob, by one name for a features list."""
+    moves = 0
+    for name, value in params.items():
+        old = current.get(name)
+        if manifest.knobs[name].type == "features" and isinstance(old, list) and isinstance(value, list):
+            moves += len(set(old) ^ set(value))
+        else:
+            moves += old != value
+    return moves == 1
+
+
+def _change(manifest: Manifest, name: str, old: Any, new: Any) -> str:
+    """How a title shows one knob's change: NAME=value, or for a features list the names it
+    adds and drops (NAME +a -b) when the old list is known."""
+    if manifest.knobs[name].type == "features" and isinstance(old, list) and isinstance(new, list):
+        edits = [f"+{f}" for f in new if f not in old] + [f"-{f}" for f in old if f not in new]
+        if edits:
+            return f"{name} {' '.join(edits)}"
+    return f"{name}={show(new)}"
+
+
+def active_knobs(manifest: Manifest, current: dict[str, Any]) -> list[str]:
+    """The knobs a local move may change: those whose `when` holds for the current values."""
+    return [name for name, spec in manifest.knobs.items()
+            if all(current.get(other) == value for other, value in spec.when.items())]
 
 
 def _key(manifest: Manifest, params: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ import statistics
 from dataclasses import dataclass
 
 from agentx.context import Workspace
+from agentx.workspace import metric_sign
 from tools.harness import RunOutcome
 
 
@@ -17,8 +18,9 @@ class BaselineReport:
     commit: str
     tier: str
     runs: list[RunOutcome]
-    metric: str
+    metric: str                              # the primary metric
     item_column: str | None                  # the manifest's [data] item_column: None, no popularity reference
+    metrics: list[str]                       # every metric the runs are scored on, the primary first
 
     @property
     def ok_runs(self) -> list[RunOutcome]:
@@ -39,7 +41,7 @@ class BaselineReport:
 
     @property
     def popularity(self) -> float | None:
-        values = [v for v in self.values("test", "popularity_auc") if v is not None]
+        values = [v for v in self.values("test", f"popularity_{self.metric}") if v is not None]
         return values[0] if values else None
 
     @property
@@ -50,8 +52,8 @@ class BaselineReport:
             return "no popularity reference (no item_column in [data])"
         if self.popularity is None or not self.ok_runs:
             return None
-        margin = self.mean - self.popularity
-        return (f"popularity baseline (item click rate in train) test auc: {self.popularity:.4f} "
+        margin = metric_sign(self.metric) * (self.mean - self.popularity)   # > 0: the model is better
+        return (f"popularity baseline (item click rate in train) test {self.metric}: {self.popularity:.4f} "
                 f"-> model {'beats' if margin > 0 else 'does NOT beat'} it by {margin:+.4f}")
 
 
@@ -60,7 +62,8 @@ def run_baseline(ws: Workspace, *, seeds: int, tier: str, reuse: bool = False) -
     ws.kb.log_event("baseline_started", {"commit": commit, "seeds": seeds, "tier": tier})
     runs = [ws.harness.run(checkout, commit, tier=tier, seed=seed, arm="baseline", reuse=reuse)
             for seed in range(seeds)]
-    report = BaselineReport(commit, tier, runs, ws.manifest.metric.primary, ws.manifest.data.item_column)
+    report = BaselineReport(commit, tier, runs, ws.manifest.metric.primary, ws.manifest.data.item_column,
+                            ws.manifest.metric.names)
     ws.kb.log_event("baseline_finished", {"commit": commit, "tier": tier, "ok": len(report.ok_runs),
                                           "failed": len(runs) - len(report.ok_runs)})
     return report

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -13,6 +13,9 @@ from rich.table import Table
 from agentx import cli_adopt, cli_features, cli_loop, cli_recipes, cli_show
 from agentx.cli_common import UnsandboxedOpt, WaitOpt, WorkspaceOpt, check_tier, console, fail, open_workspace
 from agentx.errors import UserError
+
+if TYPE_CHECKING:
+    from agentx.baseline import BaselineReport
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=(
     "agentx: an autonomous experiment engine for recommendation models. It proposes "
@@ -93,14 +96,18 @@ def trust(
     console.print(f"trusted main's protected files at {head[:10]}; the harness will run with them")
 
 
-def _baseline_table(report) -> Table:
+def _baseline_table(report: BaselineReport, names: list[str]) -> Table:
+    """One row per seed: the primary metric on valid and test, then the secondary ones on test."""
+    primary, secondary = names[0], names[1:]
     table = Table(title=f"baseline {report.commit[:10]} ({report.tier} tier)")
-    for column in ("run", "seed", "status", "valid auc", "test auc", "test logloss", "train s"):
+    columns = ("run", "seed", "status", f"valid {primary}", f"test {primary}", *(f"test {m}" for m in secondary),
+               "train s")
+    for column in columns:
         table.add_column(column, justify="right" if column not in ("run", "status") else "left")
     for seed, run in enumerate(report.runs):
         fmt = lambda split, name, f="{:.4f}": f.format(v) if (v := run.metric(split, name)) is not None else "-"
         table.add_row(run.run_id, str(seed), run.status if run.ok else f"{run.status} ({run.failure_kind})",
-                      fmt("valid", "auc"), fmt("test", "auc"), fmt("test", "logloss"),
+                      fmt("valid", primary), fmt("test", primary), *(fmt("test", m) for m in secondary),
                       fmt("run", "train_seconds", "{:.1f}"))
     return table
 
@@ -126,7 +133,7 @@ def baseline(
             report = run_baseline(ws, seeds=seeds, tier=tier, reuse=reuse)
     except UserError as exc:
         fail(exc)
-    console.print(_baseline_table(report))
+    console.print(_baseline_table(report, report.metrics))
     if unsandboxed:
         console.print("[red]unsandboxed:[/red] these runs ran without the OS sandbox (--unsandboxed); their code "
                       "could have read the held-out labels, so the figures could have been gamed")

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from agentx.errors import UserError
+from tools.ranking import is_ranking
 
 MANIFEST = "agentx.toml"
 
@@ -73,15 +74,52 @@ class DataSpec(_Section):
         return _relative_path(value)
 
 
+METRIC_NAMES = "auc, logloss, ndcg@K, recall@K or mrr (K a whole number, e.g. ndcg@10)"
+
+
+def _metric_name(value: str) -> str:
+    if value not in ("auc", "logloss") and not is_ranking(value):
+        raise ValueError(f"unknown metric {value!r}: one of {METRIC_NAMES}")
+    return value
+
+
+def natural_direction(metric: str) -> str:
+    """'minimize' for logloss, 'maximize' for the others."""
+    return "minimize" if metric == "logloss" else "maximize"
+
+
+def metric_sign(metric: str) -> int:
+    """+1 when bigger is better for `metric`, -1 when smaller is."""
+    return 1 if natural_direction(metric) == "maximize" else -1
+
+
 class MetricSpec(_Section):
-    primary: Literal["auc", "logloss"]
+    """`[metric]`: auc and logloss over all rows; ndcg@K, recall@K and mrr rank each user's
+    rows (tools/ranking.py) and need [data] user_column."""
+
+    primary: str = Field(description=METRIC_NAMES)
     direction: Literal["maximize", "minimize"]
     min_effect: float = Field(ge=0, description="smallest effect worth shipping, in metric units")
-    secondary: list[Literal["auc", "logloss"]] = []
+    secondary: list[str] = []
+
+    @field_validator("primary")
+    @classmethod
+    def _known_primary(cls, value: str) -> str:
+        return _metric_name(value)
+
+    @field_validator("secondary")
+    @classmethod
+    def _known_secondary(cls, values: list[str]) -> list[str]:
+        return [_metric_name(v) for v in values]
+
+    @property
+    def names(self) -> list[str]:
+        """Every metric a run is scored on: the primary first, then the secondary ones."""
+        return [self.primary, *(m for m in self.secondary if m != self.primary)]
 
     @model_validator(mode="after")
     def _direction_fits(self) -> MetricSpec:
-        natural = {"auc": "maximize", "logloss": "minimize"}[self.primary]
+        natural = natural_direction(self.primary)
         if self.direction != natural:
             raise ValueError(f"{self.primary} is a metric to {natural}, but direction is {self.direction!r}")
         return self
@@ -114,7 +152,13 @@ class Guardrails(_Section):
     max_params: int | None = Field(default=None, gt=0)
     max_p95_latency_ms: float | None = Field(default=None, gt=0)
     max_train_seconds: float | None = Field(default=None, gt=0)
-    max_secondary_regression: dict[Literal["auc", "logloss"], float] = {}
+    max_secondary_regression: dict[str, float] = Field(
+        default={}, description="metric -> the most a treatment may make it worse (in metric units)")
+
+    @field_validator("max_secondary_regression")
+    @classmethod
+    def _known_metrics(cls, limits: dict[str, float]) -> dict[str, float]:
+        return {_metric_name(name): limit for name, limit in limits.items()}
 
 
 class PathRules(_Section):
@@ -229,6 +273,9 @@ class KnobSpec(_Section):
     choices: list[str | int | float | bool] | None = Field(
         default=None, description="categorical: the values; features: candidate names (default: the catalog)")
     min_size: int | None = Field(default=None, ge=0, description="features: keep at least this many")
+    when: dict[str, str | int | float | bool] = Field(
+        default={}, description="searched one at a time only while these knobs have these values "
+                                "(e.g. {MODEL = \"logreg\"}: C matters only for that model)")
 
     @field_validator("file")
     @classmethod
@@ -312,10 +359,27 @@ class Manifest(_Section):
     def _knobs_editable(cls, knobs: dict[str, KnobSpec], info: ValidationInfo) -> dict[str, KnobSpec]:
         paths = info.data.get("paths")
         for name, knob in knobs.items():
+            unknown = [other for other in knob.when if other not in knobs or other == name]
+            if unknown:
+                raise ValueError(f"knob {name!r}: when names {', '.join(map(repr, unknown))}, which is not another "
+                                 f"declared knob")
             if paths is not None and not paths.is_editable(knob.file):
                 raise ValueError(f"knob {name!r} changes {knob.file}, which is not under paths.editable "
                                  f"({', '.join(paths.editable)}); a knob may only change an editable file")
         return knobs
+
+    @model_validator(mode="after")
+    def _ranking_needs_users(self) -> Manifest:
+        named = [*self.metric.names, *self.guardrails.max_secondary_regression]
+        ranking = sorted({m for m in named if is_ranking(m)})
+        if ranking and self.data.user_column is None:
+            raise ValueError(f"{', '.join(ranking)} rank each user's rows, but [data] has no user_column: name "
+                             f"the column that says whose row it is (user_column = \"user_id\"), or use auc or "
+                             f"logloss")
+        if ranking and self.data.cluster_column is not None and self.data.cluster_column != self.data.user_column:
+            raise ValueError(f"{', '.join(ranking)} are per-user means, so the bootstrap resamples users: remove "
+                             f"[data] cluster_column ({self.data.cluster_column!r}) or use auc or logloss")
+        return self
 
     @model_validator(mode="after")
     def _data_module_protected(self) -> Manifest:

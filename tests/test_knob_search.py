@@ -81,7 +81,8 @@ def test_study_from_kb_and_a_branch_that_changes_only_the_knob(tiny_template, tm
     value = proposal.params["PRIOR_WEIGHT"]
     assert proposal.recipe == "knobs" and set(proposal.params) == {"PRIOR_WEIGHT"}
     assert 0.1 <= value <= 10.0 and value not in (0.5, 4.0, 1.0)
-    assert proposal.rationale.startswith("Optuna TPE sampler, 2 prior trials from the KB (0 failed; best E0001")
+    assert proposal.rationale.startswith("Optuna TPE sampler (one knob moved, the others held at main's values), "
+                                         "2 prior trials from the KB (0 failed; best E0001")
     assert proposal.title == f"Set knobs PRIOR_WEIGHT={value:g}"
 
     worktree = repo.create_experiment("E0003", proposal.title)
@@ -112,7 +113,8 @@ def test_signs_failures_and_vetoes(tiny_template):
     proposals = KnobSearch(sampler="random", seed=1).propose_for(root, manifest, kb, k=5)
     values = [p.params["PRIOR_WEIGHT"] for p in proposals]
     assert len(set(values)) == 5 and not set(values) & {0.5, 2.0, 3.0, 7.0, 1.0}
-    assert all(p.rationale.startswith("Optuna random sampler, 4 prior trials from the KB (1 failed") for p in proposals)
+    assert all(p.rationale.startswith("Optuna random sampler (one knob moved, the others held at main's values), "
+                                      "4 prior trials from the KB (1 failed") for p in proposals)
 
 
 def test_same_history_same_proposal_new_history_new_draw(tiny_template):
@@ -135,7 +137,7 @@ def test_features_knob_is_one_yes_no_per_catalog_name(tiny_template):
     assert study.trials[0].params == {"PRIOR_WEIGHT": 2.0, "features.FEATURES.user_id": False,
                                       "features.FEATURES.item_id": True, "features.FEATURES.hour": True,
                                       "features.FEATURES.device": False}
-    proposals = KnobSearch(sampler="random", seed=7).propose_for(root, manifest, kb, k=8)
+    proposals = KnobSearch(sampler="random", seed=7, scope="global").propose_for(root, manifest, kb, k=8)
     assert len(proposals) == 8
     for p in proposals:
         chosen = p.params["FEATURES"]
@@ -177,3 +179,32 @@ def test_a_reordered_list_is_not_a_new_configuration(tiny_template):
     root = add_knobs(tiny_template, knob, features=True)      # FEATURES = ["item_id", "user_id"] now
     proposals = KnobSearch(sampler="random", seed=0).propose_for(root, load_manifest(root), KnowledgeBase(), k=5)
     assert sorted(p.params["FEATURES"] for p in proposals) == [["item_id"], ["user_id"]]
+
+
+def test_local_moves_change_one_knob_and_respect_when(tiny_template):
+    """The default scope: each proposal moves one knob (or one feature in or out) next to main's
+    values; a knob whose `when` does not hold for main is never moved."""
+    gated = ('\n[knobs.SMOOTH]\nfile = "train.py"\nname = "SMOOTH"\ntype = "float"\nlow = 0.1\nhigh = 5.0\n'
+             'when = { SHUFFLE = true }\n'
+             '\n[knobs.SHUFFLE]\nfile = "train.py"\nname = "SHUFFLE"\ntype = "bool"\n')
+    root = add_knobs(tiny_template, PRIOR_KNOB + FEATURES_KNOB + gated, features=True)
+    (root / "train.py").write_text((root / "train.py").read_text() + "\nSMOOTH = 1.0\nSHUFFLE = False\n")
+    manifest = load_manifest(root)
+    kb = KnowledgeBase()
+    main = {"PRIOR_WEIGHT": 1.0, "FEATURES": ["item_id", "user_id"], "SMOOTH": 1.0, "SHUFFLE": False}
+    proposals = KnobSearch(seed=5).propose_for(root, manifest, kb, k=12)
+    assert len(proposals) == 12
+    moved = set()
+    for p in proposals:
+        changed = {name for name, value in p.params.items()
+                   if (sorted(value) if name == "FEATURES" else value) != (sorted(main[name]) if name == "FEATURES"
+                                                                          else main[name])}
+        assert len(changed) == 1, p.params
+        moved |= changed
+        if changed == {"FEATURES"}:
+            assert len(set(p.params["FEATURES"]) ^ set(main["FEATURES"])) == 1, p.params   # one in or out
+            assert p.title.startswith("Set knobs FEATURES ") and ("+" in p.title or "-" in p.title)
+    assert moved == {"PRIOR_WEIGHT", "FEATURES", "SHUFFLE"}            # SMOOTH waits for SHUFFLE = true
+    with pytest.raises(Exception, match="when names 'DEPTH'"):
+        (root / "agentx.toml").write_text((root / "agentx.toml").read_text().replace("SHUFFLE = true", "DEPTH = 3"))
+        load_manifest(root)

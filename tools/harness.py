@@ -77,7 +77,8 @@ from tools.confine import RUN, WORK, Confinement, probe
 from tools.pool import KernelPool, Slot, start_kernel
 from tools.sandbox import ExecutionResult, Sandbox, free_space
 from tools.staging import changed, entrypoint_file, is_disk_full, protected_digest, stage_code
-from tools.scoring import InvalidPredictions, auc, check_alignment, popularity_scores, score_run
+from tools.scoring import (InvalidPredictions, check_alignment, metric_value, popularity_scores, score_run,
+                           users_of)
 from tools.splits import EVAL_SPLITS, Splits, materialise, prepare_splits, tier_rows
 
 # Kernel status -> the failure kind lessons and reports use.
@@ -130,7 +131,7 @@ class Harness:
         self._splits: Splits | None = None
         self._splits_head: str | None = None
         self._repo = None
-        self._popularity: dict[str, float] = {}
+        self._popularity_cache: dict[str, float] = {}
         self._reference: tuple[str, dict[str, str]] | None = None   # (main's head, its protected blobs)
         if sandboxed and warm_kernels:
             probe()                                # no sandbox: say so now, not in a pool thread
@@ -383,27 +384,29 @@ class Harness:
             detail = "\n".join(filter(None, [result.detail, result.traceback or result.stderr]))[-2000:]
             return RunOutcome(run_id, result.status, FAILURE_KIND[result.status], detail)
         try:
-            metrics = score_run(self.splits, run_dir, [self.manifest.metric.primary, *self.manifest.metric.secondary],
-                                reject_constant=True)
+            metrics = score_run(self.splits, run_dir, self.manifest.metric.names,
+                                user_column=self.manifest.data.user_column, reject_constant=True)
             check_alignment(run_dir, self.splits.id_column, report.get("check"))
         except InvalidPredictions as exc:
             return RunOutcome(run_id, "invalid", exc.kind, exc.detail)
         # a reference only on the whole slice, and only where the manifest names an item column
         if getattr(self.manifest.tiers, tier).eval_rows is None and self.manifest.data.item_column is not None:
-            metrics[("test", "popularity_auc")] = self._popularity_auc(run_dir)
+            metrics[("test", f"popularity_{self.manifest.metric.primary}")] = self._popularity(run_dir)
         for name in ("train_seconds", "num_params", "p95_latency_ms"):
             if isinstance(report.get(name), (int, float)):
                 metrics[("run", name)] = float(report[name])
         return RunOutcome(run_id, "ok", metrics=metrics)
 
-    def _popularity_auc(self, run_dir: Path) -> float:
-        """The popularity reference on the whole test slice: the same for every run of these
-        splits, so computed once per harness."""
+    def _popularity(self, run_dir: Path) -> float:
+        """The popularity reference's primary metric on the whole test slice: the same for every
+        run of these splits, so computed once per harness."""
         key = self.splits.key
-        if key not in self._popularity:
-            popular = popularity_scores(self.splits, self.manifest.data.item_column, run_dir)
-            self._popularity[key] = auc(popular.labels, popular.scores)
-        return self._popularity[key]
+        if key not in self._popularity_cache:
+            data = self.manifest.data
+            popular = popularity_scores(self.splits, data.item_column, run_dir)
+            users = users_of(self.splits, popular.ids, data.user_column) if data.user_column else None
+            self._popularity_cache[key] = metric_value(self.manifest.metric.primary, popular.labels, popular.scores, users)
+        return self._popularity_cache[key]
 
     def _record(self, outcome: RunOutcome, report: dict, phases: dict[str, float]) -> None:
         """The outcome, its metrics and a run_finished event: one KB transaction."""

@@ -35,11 +35,16 @@ from typing import Protocol
 
 import numpy as np
 
+from tools.ranking import is_ranking, per_user, row_shares
 from tools.stats import SortedScores, row_losses
 
 STAGES: tuple[float, ...] = (0.05, 0.25, 0.50)
 BUCKETS = 100
-NATURAL_SIGN = {"auc": 1, "logloss": -1}       # +1: bigger is better
+
+
+def natural_sign(metric: str) -> int:
+    """+1 when bigger is better (auc, ndcg@K, recall@K, mrr), -1 for logloss."""
+    return -1 if metric == "logloss" else 1
 
 
 def bucket_of(experiment_id: str, user: object) -> int:
@@ -57,7 +62,7 @@ class Guard:
 
     @property
     def sign(self) -> int:
-        return NATURAL_SIGN[self.metric]
+        return natural_sign(self.metric)
 
 
 @dataclass(frozen=True)
@@ -196,6 +201,14 @@ class ReplayRollout:
         self.replicates = replicates
         self.min_users = min_users
         self.halted: str | None = None
+        # Ranking metrics are per user and a group holds whole users: each row's share of its
+        # user's value and weight (seed-averaged), from the whole slice once.
+        self._shares: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {"control": {}, "treatment": {}}
+        for m in (m for m in self.metrics if is_ranking(m)):
+            for arm, scores in (("control", self.control), ("treatment", self.treatment)):
+                shares = [row_shares(per_user(m, self.labels, s, self.user_index, len(keys)), self.user_index)
+                          for s in scores]
+                self._shares[arm][m] = (np.mean([v for v, _ in shares], axis=0), shares[0][1])
         # The bootstrap draws depend only on the experiment and stage, so a replay is reproducible.
         self._rng_seed = int.from_bytes(hashlib.sha256(experiment_id.encode()).digest()[:4], "big")
 
@@ -209,8 +222,8 @@ class ReplayRollout:
         treated_user = self.treated_users(share)
         treated = treated_user[self.user_index]
         n_t, n_c = int(treated_user.sum()), int((~treated_user).sum())
-        groups = {"treatment": _Group(self.treatment, self.labels, treated),
-                  "control": _Group(self.control, self.labels, ~treated)}
+        groups = {"treatment": _Group(self.treatment, self.labels, treated, self._shares["treatment"]),
+                  "control": _Group(self.control, self.labels, ~treated, self._shares["control"])}
         values = {arm: {m: g.metric(m) for m in self.metrics} for arm, g in groups.items()}
         harm_low: dict[str, float | None] = {m: None for m in self.metrics}
         note = ""
@@ -220,7 +233,7 @@ class ReplayRollout:
             draws = self._bootstrap(groups, share)
             z = NormalDist().inv_cdf(self.confidence)
             for m in self.metrics:
-                harm = NATURAL_SIGN[m] * (values["control"][m] - values["treatment"][m])
+                harm = natural_sign(m) * (values["control"][m] - values["treatment"][m])
                 valid = draws[m][np.isfinite(draws[m])]
                 if len(valid) >= 0.9 * self.replicates and np.isfinite(harm):
                     harm_low[m] = float(harm - z * np.std(valid, ddof=1))
@@ -237,7 +250,7 @@ class ReplayRollout:
             size = min(chunk, self.replicates - start)
             weights = rng.poisson(1.0, (size, len(self.user_bucket)))[:, self.user_index].astype(float)
             for m in self.metrics:
-                draws[m].append(NATURAL_SIGN[m] * (groups["control"].draws(m, weights)
+                draws[m].append(natural_sign(m) * (groups["control"].draws(m, weights)
                                                    - groups["treatment"].draws(m, weights)))
         return {m: np.concatenate(d) for m, d in draws.items()}
 
@@ -248,8 +261,11 @@ class ReplayRollout:
 class _Group:
     """The rows of one arm at one stage; metrics averaged over seeds, optionally user-reweighted."""
 
-    def __init__(self, scores: Sequence[np.ndarray], labels: np.ndarray, rows: np.ndarray):
+    def __init__(self, scores: Sequence[np.ndarray], labels: np.ndarray, rows: np.ndarray,
+                 shares: dict[str, tuple[np.ndarray, np.ndarray]] | None = None):
         self.rows = rows
+        # ranking metrics: each row's share of its user's (value, weight), restricted to the group
+        self.shares = {m: (v[rows], w[rows]) for m, (v, w) in (shares or {}).items()}
         labels = labels[rows]
         picked = [s[rows] for s in scores]
         self.sorted = [SortedScores(s, labels) for s in picked] if rows.any() else []
@@ -263,6 +279,9 @@ class _Group:
             return float(np.mean([s.auc() for s in self.sorted]))
         if metric == "logloss":
             return float(self.losses.mean())
+        if metric in self.shares:
+            value, weight = self.shares[metric]
+            return float(value.sum() / weight.sum()) if weight.sum() > 0 else float("nan")
         raise ValueError(f"no rollout guard for metric {metric!r}")
 
     def draws(self, metric: str, weights: np.ndarray) -> np.ndarray:
@@ -276,4 +295,8 @@ class _Group:
                 return np.where(total > 0, (w @ self.losses) / total, np.nan)
             if metric == "auc":
                 return np.mean([s.auc_many(w) for s in self.sorted], axis=0)
+            if metric in self.shares:
+                value, weight = self.shares[metric]
+                denominator = w @ weight
+                return np.where(denominator > 0, (w @ value) / denominator, np.nan)
         raise ValueError(f"no rollout guard for metric {metric!r}")

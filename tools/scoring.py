@@ -20,6 +20,7 @@ import duckdb
 import numpy as np
 
 from tools.memo import Recent
+from tools.ranking import is_ranking, ranking_metric
 from tools.splits import EVAL_SPLITS, Splits, _csv, _quote
 
 EPS = 1e-7
@@ -64,7 +65,18 @@ def logloss(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
-METRICS = {"auc": auc, "logloss": logloss}
+METRICS = {"auc": auc, "logloss": logloss}     # over all rows; ranking metrics need users (tools/ranking.py)
+
+
+def metric_value(name: str, labels: np.ndarray, scores: np.ndarray, users: np.ndarray | None = None) -> float:
+    """`name` (auc, logloss, ndcg@K, recall@K, mrr) of these rows; a ranking metric needs their users."""
+    if name in METRICS:
+        return METRICS[name](labels, scores)
+    if not is_ranking(name):
+        raise ValueError(f"unknown metric {name!r}")
+    if users is None:
+        raise ValueError(f"{name} ranks each user's rows: it needs the user column ([data] user_column)")
+    return ranking_metric(name, labels, scores, users)
 
 
 def join_predictions(splits: Splits, run_dir: Path, split: str) -> Labelled:
@@ -191,10 +203,11 @@ def _given_ids(path: Path, id_column: str) -> np.ndarray:
     return _GIVEN.get(hashlib.sha1(path.read_bytes()).hexdigest(), read)
 
 
-def score_run(splits: Splits, run_dir: Path, metrics: list[str], *,
+def score_run(splits: Splits, run_dir: Path, metrics: list[str], *, user_column: str | None = None,
               reject_constant: bool = False) -> dict[tuple[str, str], float]:
     """{(split, metric): value} for valid and test, or InvalidPredictions. The harness passes
-    `reject_constant`: a split scored with one value for every row is then invalid too."""
+    `reject_constant`: a split scored with one value for every row is then invalid too.
+    Ranking metrics (ndcg@K, recall@K, mrr) rank rows within each user of `user_column`."""
     scored = {}
     for split in EVAL_SPLITS:
         joined = join_predictions(splits, run_dir, split)
@@ -203,8 +216,11 @@ def score_run(splits: Splits, run_dir: Path, metrics: list[str], *,
             raise InvalidPredictions("constant", f"predictions/{split}.csv gives every one of its "
                                      f"{len(joined.scores)} rows the same score ({joined.scores[0]:.6g}; "
                                      f"standard deviation {spread:.2g} < {CONSTANT_STD:g})")
+        users = None
+        if user_column is not None and any(is_ranking(name) for name in metrics):
+            users = users_of(splits, joined.ids, user_column, split)
         for name in metrics:
-            scored[(split, name)] = METRICS[name](joined.labels, joined.scores)
+            scored[(split, name)] = metric_value(name, joined.labels, joined.scores, users)
     return scored
 
 

@@ -11,6 +11,9 @@ from per-user summaries once per run and every replicate is a small matrix produ
 
 - logloss: the sum of a user's row losses and its row count; a replicate's logloss is
   (counts @ user_loss) / (counts @ user_rows).
+- ndcg@K, recall@K, mrr: a mean of per-user values over the users with a positive row
+  (tools/ranking.py), so (counts @ (weight * value)) / (counts @ weight), linear too; the
+  unit must then be the user (the manifest requires a user column for them).
 - AUC: its numerator is a sum over (positive, negative) row pairs, so under user counts c
   it is the quadratic form c' M c, with M[u, v] the pairs of u's positives over v's
   negatives (ties count half) and the denominator (c @ positives)(c @ negatives). M is
@@ -36,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tools.memo import Recent
+from tools.ranking import is_ranking, per_user
 
 
 class SortedScores:
@@ -198,6 +202,17 @@ def paired_effect(control: list[np.ndarray], treatment: list[np.ndarray], labels
                  for s in arm] for arm in (control, treatment)]
         value = lambda arm, i: float(loss[arm][i].sum() / rows.sum())  # noqa: E731
         delta_many = lambda i, c: (c @ (loss[1][i] - loss[0][i])) / (c @ rows)  # noqa: E731
+    elif is_ranking(metric):
+        # ndcg@K, recall@K, mrr: a mean over users, so linear in user counts like logloss
+        tables = [[per_user(metric, labels, np.asarray(s, float), user_index, n_users) for s in arm]
+                  for arm in (control, treatment)]
+        value = lambda arm, i: tables[arm][i].mean()  # noqa: E731
+        weight = tables[0][0].weight                  # users with a positive row: the same in both arms
+        delta_terms = [weight * (t.value - c.value) for c, t in zip(*tables)]
+
+        def delta_many(i: int, c: np.ndarray) -> np.ndarray:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return (c @ delta_terms[i]) / (c @ weight)
     else:
         raise ValueError(f"no paired statistics for metric {metric!r}")
 
