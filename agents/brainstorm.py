@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.applicability import DryRun, canonical, dry_run, tried_configurations
+from agents.knob_requests import knob_request
 from agents.knob_search import KNOB_RECIPE, KnobSearch
 from agents.prompts import render_prompt
 from agents.recipes import RecipeRegistry, all_params, describe
@@ -150,7 +151,10 @@ class HeuristicBrainstorm:
         return proposals[:k]
 
     def match(self, ws, request: str) -> Proposal:
-        """Map a chat request onto the workspace's recipe whose keywords it mentions most."""
+        """Map a chat request onto the knob or features it names (agents/knob_requests.py), else
+        onto the workspace's recipe whose keywords it mentions most."""
+        if (proposal := knob_request(request, ws.root, ws.manifest)) is not None:
+            return proposal
         words = set(re.findall(r"[a-z0-9]+", request.lower()))
         text = " " + " ".join(re.findall(r"[a-z0-9]+", request.lower())) + " "
         hits = []

@@ -290,7 +290,7 @@ class KnobSearch:
         history = f"{len(trials)} prior trial{'s' * (len(trials) != 1)} from the KB ({failed} failed"
         history += f"; best {best.experiment_id} at {best.value:+.4f} validation {metric})" if best else ")"
         return Proposal(
-            title="Set knobs " + ", ".join(_change(manifest, name, current.get(name), value)
+            title="Set knobs " + ", ".join(describe_change(manifest, name, current.get(name), value)
                                            for name, value in changed.items()),
             recipe=KNOB_RECIPE, params=params, source="brainstorm",
             hypothesis=f"These values of the declared knobs should improve validation {metric}: the sampler "
@@ -331,7 +331,7 @@ def _one_move(manifest: Manifest, current: dict[str, Any], params: dict[str, Any
     return moves == 1
 
 
-def _change(manifest: Manifest, name: str, old: Any, new: Any) -> str:
+def describe_change(manifest: Manifest, name: str, old: Any, new: Any) -> str:
     """How a title shows one knob's change: NAME=value, or for a features list the names it
     adds and drops (NAME +a -b) when the old list is known."""
     if manifest.knobs[name].type == "features" and isinstance(old, list) and isinstance(new, list):

@@ -122,7 +122,7 @@ def select_features(
         fail(exc)
     try:
         if run:
-            mofa.subset_recipe(ws.recipes)   # before any statistics: can this workspace run a selection?
+            mofa.check_runnable(ws)   # before any statistics: can this workspace run a selection?
         stats = mofa.workspace_stats(ws, recompute=recompute, progress=say)
         problem = mofa.build_problem(ws, stats, budget=budget, must_include=tuple(must_include or ()),
                                      forbidden=tuple(forbid or ()))
@@ -170,8 +170,8 @@ def no_verdict(experiment: dict | None) -> str | None:
 def _run(ws, mofa, selection, version: str, settings, say) -> dict:
     from agents.brainstorm import canonical, tried_configurations
 
-    proposal = mofa.proposal_for(ws.recipes, selection, version)
-    if (mofa.RECIPE, canonical(proposal.params)) in tried_configurations(ws.kb):
+    proposal = mofa.proposal_for(ws, selection, version)
+    if (proposal.recipe, canonical(proposal.params)) in tried_configurations(ws.kb):
         say("this exact selection was tried before; running it again as a new experiment")
     say(f"running the selection as an experiment: {proposal.title}")
     result = mofa.run_selection(ws, proposal, settings, say)

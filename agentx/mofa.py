@@ -5,9 +5,11 @@
   splits, computed once per (splits, catalog, statistics definition) and stored in the KB;
 - `build_problem` / `make_brain`: constraints from agentx.toml plus flags, and the brain
   (offline mRMR by default, an LLM with `--llm`);
-- `run_selection`: the selection as a `feature_subset` proposal through the same loop as
-  `agentx ask`, so it gets a branch, the micro tier, paired seeds and a verdict. The recipe
-  comes from the workspace's recipes: its manifest must name the `feature-lists` set.
+- `run_selection`: the selection as a proposal through the same loop as `agentx ask`, so it
+  gets a branch, the micro tier, paired seeds and a verdict. A workspace with a features
+  knob gets that knob set to the kept names (any repository: nothing else is edited);
+  otherwise the `feature_subset` recipe of the `feature-lists` set rewrites train.py's
+  CATEGORICAL / NUMERIC / MULTI_CATEGORICAL lists (the movielens-ctr layout).
 Only the train and validation slices are read here; the test slice judges the experiment.
 """
 
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from agents.feature_constraints import Constraints
 from agents.feature_selection import OfflineBrain, Problem, Selection
 from agents.feature_selection_llm import LLMFeatureBrain
+from agents.knob_search import KNOB_RECIPE, describe_change
 from agents.recipes import Recipe, RecipeRegistry, describe
 from agentx.errors import UserError
 from agentx.llm import LLMClient, parse_provider_spec
@@ -29,6 +32,7 @@ from knowledge.features import load_stats, save_catalog, save_stats
 from tools.feature_catalog import CatalogFeature, as_entry, catalog_digest, load_catalog
 from tools.feature_crosses import Cross, analyse, cross_rows, crosses_from_rows
 from tools.feature_stats import STATS_VERSION, StatsTable, read_train_valid, stats_from_rows, stats_rows
+from tools.knobs import check_value, read_knob
 
 RECIPE = "feature_subset"
 
@@ -93,24 +97,49 @@ def record_selection(kb, selection: Selection, problem: Problem, version: str) -
     kb.log_event("feature_selection", {"version": version, **selection.as_dict(problem)})
 
 
+def features_knob(ws) -> str | None:
+    """The workspace's first declared features knob (`[knobs.*] type = "features"`), if any."""
+    return next((name for name, spec in ws.manifest.knobs.items() if spec.type == "features"), None)
+
+
 def subset_recipe(recipes: RecipeRegistry) -> Recipe:
     """The workspace's feature_subset recipe, or a UserError saying how to get one."""
     recipe = recipes.find(RECIPE)
     if recipe is None:
-        raise UserError(f"--run makes a {RECIPE} experiment, a recipe of the 'feature-lists' set (for a train.py "
-                        "whose inputs are CATEGORICAL / NUMERIC / MULTI_CATEGORICAL lists of catalog names); "
-                        f"this workspace's agentx.toml [recipes] sets ({', '.join(recipes.set_names) or 'none'}) "
-                        "lack it: add \"feature-lists\" there if train.py keeps such lists, then `agentx trust`")
+        raise UserError(f"--run makes an experiment of the selection: it sets the workspace's features knob "
+                        f"([knobs.NAME] type = \"features\", a list of catalog names in an editable file), or uses "
+                        f"the {RECIPE} recipe of the 'feature-lists' set (a train.py with CATEGORICAL / NUMERIC / "
+                        f"MULTI_CATEGORICAL lists); this workspace has neither: declare a features knob in "
+                        f"agentx.toml (docs/contracts.md, Knobs), then `agentx trust`")
     return recipe
 
 
-def proposal_for(recipes: RecipeRegistry, selection: Selection, version: str) -> Proposal:
-    """The selection as a feature_subset proposal of the workspace's recipes."""
-    recipe = subset_recipe(recipes)
+def check_runnable(ws) -> None:
+    """Raise a UserError when a selection could not become an experiment here (before any statistics)."""
+    if features_knob(ws) is None:
+        subset_recipe(ws.recipes)
+
+
+def proposal_for(ws, selection: Selection, version: str) -> Proposal:
+    """The selection as an experiment: the features knob set to the kept names (every other
+    knob at main's value), or else a feature_subset proposal of the workspace's recipes."""
+    rationale = f"MoFA selection by the {selection.brain}; statistics {version}"
+    knob = features_knob(ws)
+    if knob is not None:
+        current = {name: read_knob(ws.root, spec) for name, spec in ws.manifest.knobs.items()}
+        kept = check_value(ws.manifest.knobs[knob], list(selection.kept))
+        if sorted(kept) == sorted(current[knob] or []):
+            raise UserError(f"the selection keeps exactly the {len(kept)} features {knob} has now: nothing to run")
+        return Proposal(title="Set knobs " + describe_change(ws.manifest, knob, current[knob], kept),
+                        recipe=KNOB_RECIPE, params={**current, knob: kept}, source="cli",
+                        hypothesis="A subset chosen for relevance, low redundancy and serving cost under the "
+                                   "catalog's constraints should match the current inputs' accuracy or beat it, "
+                                   "with less to serve.",
+                        rationale=f"{rationale}; sets the features knob {knob}")
+    recipe = subset_recipe(ws.recipes)
     params = {"keep": list(selection.kept)}
     return Proposal(title=describe(recipe, params), recipe=RECIPE, params=params, source="cli",
-                    hypothesis=recipe.hypothesis,
-                    rationale=f"MoFA selection by the {selection.brain}; statistics {version}")
+                    hypothesis=recipe.hypothesis, rationale=rationale)
 
 
 class GivenProposal:
@@ -135,6 +164,6 @@ def run_selection(ws, proposal: Proposal, settings, progress: Callable[[str], No
     from agentx.state import Budget
 
     developer = make_brains(ws.kb, "heuristic").developer
-    ctx = LoopContext(ws, GivenProposal(proposal, RECIPE), developer, settings, progress=progress)
+    ctx = LoopContext(ws, GivenProposal(proposal, proposal.recipe), developer, settings, progress=progress)
     digest = hashlib.sha256(json.dumps(proposal.params, sort_keys=True).encode()).hexdigest()[:10]
     return run_loop(ctx, Budget(max_experiments=1), key=f"select-features-{digest}")
