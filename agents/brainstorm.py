@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.applicability import DryRun, canonical, dry_run, tried_configurations
+from agents import interactions
 from agents.knob_requests import knob_request
 from agents.knob_search import KNOB_RECIPE, KnobSearch
 from agents.prompts import render_prompt
@@ -93,6 +94,16 @@ class HeuristicBrainstorm:
         rng = np.random.default_rng(self.seed + 7919 + len(own))
         return Scored(KNOB_RECIPE, {}, mean, sd, float(rng.normal(mean, sd)))
 
+    def interaction_arm(self, ws) -> Scored:
+        """The interactions' arm (agents/interactions.py): a Thompson draw from past interaction
+        experiments, prior mean that of the "interaction" family."""
+        own = [reward for recipe, reward in outcomes(ws.kb, ws.manifest.metric.sign)
+               if recipe == interactions.INTERACTION_RECIPE]
+        mean = (interactions.PRIOR_MEAN + sum(own)) / (1.0 + len(own))
+        sd = PRIOR_SD / math.sqrt(1.0 + len(own))
+        rng = np.random.default_rng(self.seed + 104729 + len(own))
+        return Scored(interactions.INTERACTION_RECIPE, {}, mean, sd, float(rng.normal(mean, sd)))
+
     def rank(self, recipes: RecipeRegistry, kb, sign: int, check: DryRun | None = None) -> list[Scored]:
         """One Thompson draw per recipe of `recipes` (so a recipe with a big grid is not
         favoured), each carrying its first untried parameters; `check(recipe, params)` (a dry
@@ -130,6 +141,9 @@ class HeuristicBrainstorm:
             ranked = self.rank(ws.recipes, ws.kb, ws.manifest.metric.sign, dry_run(ws, Path(scratch) / "scratch"))
         if (arm := self.knob_arm(ws)) is not None:
             ranked = sorted([*ranked, arm], key=lambda s: s.draw, reverse=True)
+        cross = interactions.propose(ws, ws.harness.progress)
+        if cross is not None:
+            ranked = sorted([*ranked, self.interaction_arm(ws)], key=lambda s: s.draw, reverse=True)
         ws.kb.log_event("brainstorm_ranking", {"brain": "heuristic", "candidates": [s.__dict__ for s in ranked]})
         chosen = ranked[:k]
         # the knobs' arm fills every slot the recipes cannot (one knob configuration per slot)
@@ -137,7 +151,11 @@ class HeuristicBrainstorm:
         knobs = iter(self.knobs.propose(ws, wanted) if wanted else [])
         proposals = []
         for s in chosen:
-            if s.recipe != KNOB_RECIPE:
+            if s.recipe == interactions.INTERACTION_RECIPE and cross is not None:
+                proposals.append(cross.model_copy(update={"score": s.draw, "rationale": (
+                    f"{cross.rationale}; the interactions' arm won the Thompson draw ({s.draw:+.4f} from "
+                    f"N({s.mean:+.4f}, {s.sd:.4f}) over past interaction experiments)")}))
+            elif s.recipe != KNOB_RECIPE:
                 proposals.append(Proposal(title=describe(ws.recipes.get(s.recipe), s.params), recipe=s.recipe,
                                           params=s.params, hypothesis=ws.recipes.get(s.recipe).hypothesis,
                                           score=s.draw, source="brainstorm",

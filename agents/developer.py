@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
+from agents.interactions import INTERACTION_RECIPE
 from agents.knob_search import KNOB_RECIPE, apply_knobs
 from tools.knobs import KnobError
 from agents.prompts import render_prompt
@@ -55,7 +56,7 @@ class HeuristicDeveloper:
     max_repairs = 0
 
     def implement(self, ws, experiment: dict, path) -> str:
-        if experiment.get("recipe") == KNOB_RECIPE:       # declared knobs: only their values change
+        if experiment.get("recipe") in (KNOB_RECIPE, INTERACTION_RECIPE):   # declared knobs: only their values change
             try:
                 changed = apply_knobs(path, ws.manifest, experiment.get("params") or {})
             except KnobError as exc:

@@ -10,7 +10,10 @@ The heuristic brain reads three kinds of request on any workspace that declares 
   the feature catalog go into the features knob whose candidates hold them;
 - ``drop feature age`` / ``remove the aux features``: names leave it; a word may also be a
   catalog group (every current feature of that group) or a name prefix (``aux`` matches
-  ``aux_1``, ``aux_2``).
+  ``aux_1``, ``aux_2``);
+- ``add the product of a and b`` / ``add a times b`` / ``add the ratio of a to b`` / ``add
+  age in 4 buckets``: a derived entry (``product(a,b)``, ``ratio(a,b)``, ``bucket(a,4)``)
+  that the harness computes from two numeric catalog features (tools/derived.py).
 
 A request in one of these forms that cannot be done (an unknown knob or feature, a value out
 of range, nothing would change, a list shorter than `min_size`) raises
@@ -33,6 +36,7 @@ from agents.knob_search import KNOB_RECIPE, feature_candidates, describe_change
 from agentx.errors import UserError
 from agentx.state import Proposal
 from agentx.workspace import Manifest
+from tools.derived import parse
 from tools.feature_catalog import load_catalog
 from tools.knobs import KnobError, check_value, read_knob
 
@@ -105,6 +109,8 @@ def _features_change(request: str, verb: str, names_text: str, root: Path, manif
         return None
     candidates = feature_candidates(root, manifest)
     groups = _groups(root, manifest)
+    if verb == "add" and (derived := _derived_phrase(names_text)) is not None:
+        return _add_derived(request, derived, knobs[0], root, manifest)
     if verb == "add":
         for knob in knobs:
             if all(w in candidates[knob] for w in words):
@@ -136,6 +142,49 @@ def _features_change(request: str, verb: str, names_text: str, root: Path, manif
     present = sorted({f for k in knobs for f in (read_knob(root, manifest.knobs[k]) or [])})
     raise UnmappableRequest(f"{request!r}: {' '.join(words)} names no feature the model reads now (current: "
                             f"{', '.join(present)}; a word may also be a catalog group or a name prefix)")
+
+
+def _derived_phrase(text: str) -> str | None:
+    """A derived entry's name from words: "the product of a and b", "a times b", "a x b",
+    "the ratio of a to b", "a divided by b", "a in 4 buckets", or the name itself."""
+    text = text.strip().rstrip(".")
+    if parse(text) is not None:
+        return parse(text).canonical
+    word = r"([A-Za-z_][\w.]*)"
+    for pattern, make in (
+            (rf"^(?:an?\s+|the\s+)?product\s+of\s+{word}\s+and\s+{word}$", lambda a, b: f"product({a},{b})"),
+            (rf"^(?:an?\s+|the\s+)?(?:interaction|cross)\s+(?:of|between)\s+{word}\s+and\s+{word}$",
+             lambda a, b: f"product({a},{b})"),
+            (rf"^{word}\s*(?:\*|x|times)\s*{word}$", lambda a, b: f"product({a},{b})"),
+            (rf"^(?:an?\s+|the\s+)?ratio\s+of\s+{word}\s+(?:to|over)\s+{word}$", lambda a, b: f"ratio({a},{b})"),
+            (rf"^{word}\s*(?:/|divided\s+by|per)\s*{word}$", lambda a, b: f"ratio({a},{b})"),
+            (rf"^{word}\s+(?:in|into)\s+([2-9]|[1-9][0-9])\s+(?:quantile\s+)?buckets$",
+             lambda a, n: f"bucket({a},{n})")):
+        if (m := re.match(pattern, text, re.I)) is not None:
+            return make(*m.groups())
+    return None
+
+
+def _add_derived(request: str, name: str, knob: str, root: Path, manifest: Manifest) -> Change:
+    """Add the derived entry `name` (tools/derived.py) to `knob`, its inputs checked first."""
+    derived = parse(name)
+    assert derived is not None
+    try:
+        catalog = {f.name: f for f in load_catalog(root, manifest)}
+    except UserError as exc:
+        raise UnmappableRequest(f"{request!r}: a derived feature needs the feature catalog: {exc}") from None
+    for part in derived.inputs:
+        entry = catalog.get(part)
+        if entry is None or entry.type != "numeric" or entry.leaky:
+            numeric = sorted(n for n, f in catalog.items() if f.type == "numeric" and not f.leaky)
+            why = ("is not in the feature catalog" if entry is None else "is marked leaky" if entry.leaky
+                   else f"is {entry.type}, not numeric")
+            raise UnmappableRequest(f"{request!r}: {part} {why}; {derived.op} takes numeric catalog features "
+                                    f"({', '.join(numeric)})")
+    current = read_knob(root, manifest.knobs[knob]) or []
+    if name in current:
+        raise UnmappableRequest(f"{request!r}: {knob} already has {name}; nothing to add")
+    return Change(knob, [*current, name], f"add the derived feature {name} ({derived.describe()}) to {knob}")
 
 
 def _knob_named(name: str, manifest: Manifest) -> str | None:

@@ -270,8 +270,8 @@ class KnobSearch:
                         {name: value for name, value in held.items() if name != free}, base)
                 trial = study.ask(space)
             params = decode(manifest, trial.params, candidates, rng)
-            params = {name: _keep_order(value, current[name]) if manifest.knobs[name].type == "features" else value
-                      for name, value in params.items()}
+            params = {name: _keep_order(_with_derived(value, current[name], candidates[name]), current[name])
+                      if manifest.knobs[name].type == "features" else value for name, value in params.items()}
             if _key(manifest, params) in taken or (moves and not _one_move(manifest, current, params)):
                 study.tell(trial, state=TrialState.FAIL)   # asked again: not new (or, local: a drop below
                 continue                                   # min_size was topped up, two moves at once)
@@ -351,6 +351,12 @@ def _key(manifest: Manifest, params: dict[str, Any]) -> str:
     """A configuration's identity: features lists compare as sets."""
     return canonical({name: sorted(value) if name in manifest.knobs and manifest.knobs[name].type == "features"
                       and isinstance(value, list) else value for name, value in params.items()})
+
+
+def _with_derived(value: list[str], old: Any, candidates: list[str]) -> list[str]:
+    """`value` plus the names of the current list the search does not cover (derived entries
+    such as product(a,b), tools/derived.py): a knob move keeps them."""
+    return [*value, *(n for n in old if n not in candidates and n not in value)] if isinstance(old, list) else value
 
 
 def _keep_order(value: list[str], old: Any) -> list[str]:

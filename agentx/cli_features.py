@@ -60,12 +60,15 @@ def print_report(report: dict) -> None:
     for line in report["selection"]["steps"]:
         console.print(f"[dim]step: {escape(line)}[/dim]")
     if report["crosses"]:
-        console.print("interaction candidates (new catalog entries to consider; features.yaml is protected, "
-                      "so a person adds them):")
+        console.print("interaction candidates (a pair of numeric features becomes the derived entry product(a,b), "
+                      "which the harness computes: `--run --crosses N` adds the best N to the features knob, and "
+                      "`agentx run` proposes them; others are catalog entries a person may add to features.yaml):")
         for c in report["crosses"]:
-            console.print(f"  {c['name']}: valid logloss {c['gain']:+.4f} over the additive pair "
-                          f"(AUC {c['auc_additive']:.4f} -> {c['auc_joint']:.4f})")
-            console.print(escape("    - " + json.dumps(c["entry"])), soft_wrap=True)
+            derived = f" -> {c['derived']}" if c.get("derived") else ""
+            console.print(escape(f"  {c['name']}{derived}: valid logloss {c['gain']:+.4f} over the additive pair "
+                                 f"(AUC {c['auc_additive']:.4f} -> {c['auc_joint']:.4f})"))
+            if not derived:
+                console.print(escape("    - " + json.dumps(c["entry"])), soft_wrap=True)
     kept = report["selection"]["kept"]
     console.print(f"kept {len(kept)}: {escape(', '.join(kept))}  "
                   f"({'valid' if report['selection']['valid'] else '[red]INVALID[/red]'}; "
@@ -85,6 +88,10 @@ def select_features(
     run: Annotated[bool, typer.Option("--run", help="also test the selection: it becomes a feature_subset "
                                       "experiment (branch, micro tier, control vs treatment over paired seeds) "
                                       "through the same loop as `agentx ask`; the verdict is printed")] = False,
+    crosses: Annotated[int, typer.Option("--crosses", min=0, help="with --run on a workspace with a features "
+                                         "knob: also add the N best discovered crosses of two kept numeric features "
+                                         "as derived entries product(a,b), which the harness computes "
+                                         "(tools/derived.py)")] = 0,
     seeds: SeedsOpt = 2, max_seeds: MaxSeedsOpt = 3, tier: EvalTierOpt = "full",
     recompute: Annotated[bool, typer.Option("--recompute", help="recompute the statistics even when the KB "
                                             "has them for these splits and this catalog")] = False,
@@ -133,13 +140,15 @@ def select_features(
                                  "model_auc": stats.table.model_auc},
                   "constraints": problem.constraints.describe(), "selection": selection.as_dict(problem),
                   "crosses": [{"name": c.name, "gain": c.gain, "auc_additive": c.auc_additive,
-                               "auc_joint": c.auc_joint, "entry": c.entry} for c in stats.crosses],
+                               "auc_joint": c.auc_joint, "entry": c.entry, "derived": mofa.derived_name(stats, c)}
+                              for c in stats.crosses],
                   "seconds": time.perf_counter() - started, "experiment": None}
         if not as_json:
             print_report(report)
         if run and selection.valid:
             report["experiment"] = _run(ws, mofa, selection, stats.version,
-                                        EvalSettings(tier=tier, seeds=seeds, max_seeds=max(seeds, max_seeds)), say)
+                                        EvalSettings(tier=tier, seeds=seeds, max_seeds=max(seeds, max_seeds)), say,
+                                        mofa.crosses_of(stats, selection, crosses))
     except (UserError, ValueError) as exc:
         fail(exc)
     except (MissingAPIKeyError, LLMError, BudgetExceeded, KnowledgeBaseLocked) as exc:
@@ -167,10 +176,10 @@ def no_verdict(experiment: dict | None) -> str | None:
     return None
 
 
-def _run(ws, mofa, selection, version: str, settings, say) -> dict:
+def _run(ws, mofa, selection, version: str, settings, say, crosses: list | None = None) -> dict:
     from agents.brainstorm import canonical, tried_configurations
 
-    proposal = mofa.proposal_for(ws, selection, version)
+    proposal = mofa.proposal_for(ws, selection, version, crosses or [])
     if (proposal.recipe, canonical(proposal.params)) in tried_configurations(ws.kb):
         say("this exact selection was tried before; running it again as a new experiment")
     say(f"running the selection as an experiment: {proposal.title}")

@@ -32,6 +32,7 @@ from knowledge.features import load_stats, save_catalog, save_stats
 from tools.feature_catalog import CatalogFeature, as_entry, catalog_digest, load_catalog
 from tools.feature_crosses import Cross, analyse, cross_rows, crosses_from_rows
 from tools.feature_stats import STATS_VERSION, StatsTable, read_train_valid, stats_from_rows, stats_rows
+from tools.derived import product_name
 from tools.knobs import check_value, read_knob
 
 RECIPE = "feature_subset"
@@ -120,14 +121,35 @@ def check_runnable(ws) -> None:
         subset_recipe(ws.recipes)
 
 
-def proposal_for(ws, selection: Selection, version: str) -> Proposal:
+def derived_name(stats: WorkspaceStats, cross: Cross) -> str | None:
+    """product(a,b) when both parts are numeric, non-leaky catalog features; else None."""
+    numeric = {f.name for f in stats.catalog if f.type == "numeric" and not f.leaky}
+    return product_name(*cross.parts) if set(cross.parts) <= numeric else None
+
+
+def crosses_of(stats: WorkspaceStats, selection: Selection, n: int) -> list[Cross]:
+    """The `n` best discovered crosses of two kept numeric catalog features (largest gain first)."""
+    numeric = {f.name for f in stats.catalog if f.type == "numeric" and not f.leaky}
+    kept = set(selection.kept) & numeric
+    return [c for c in stats.crosses if c.gain > 0 and set(c.parts) <= kept][:n]
+
+
+def proposal_for(ws, selection: Selection, version: str, crosses: list[Cross] = ()) -> Proposal:
     """The selection as an experiment: the features knob set to the kept names (every other
-    knob at main's value), or else a feature_subset proposal of the workspace's recipes."""
+    knob at main's value) plus a derived product(a,b) per given cross, or else a
+    feature_subset proposal of the workspace's recipes (which cannot take crosses)."""
     rationale = f"MoFA selection by the {selection.brain}; statistics {version}"
     knob = features_knob(ws)
+    if knob is None and crosses:
+        raise UserError("--crosses needs a features knob ([knobs.NAME] type = \"features\"): the harness adds a "
+                        "derived column only where a features knob lists it")
     if knob is not None:
         current = {name: read_knob(ws.root, spec) for name, spec in ws.manifest.knobs.items()}
-        kept = check_value(ws.manifest.knobs[knob], list(selection.kept))
+        derived = [product_name(*c.parts) for c in crosses]
+        if derived:
+            rationale += "; with the discovered cross" + "es" * (len(derived) > 1) + " " + ", ".join(
+                f"{name} (valid logloss gain {c.gain:.4f})" for name, c in zip(derived, crosses))
+        kept = check_value(ws.manifest.knobs[knob], [*selection.kept, *derived])
         if sorted(kept) == sorted(current[knob] or []):
             raise UserError(f"the selection keeps exactly the {len(kept)} features {knob} has now: nothing to run")
         return Proposal(title="Set knobs " + describe_change(ws.manifest, knob, current[knob], kept),

@@ -7,8 +7,11 @@ use only one of the two features (`interaction_constraints`), and a *joint* one 
 such limit. The cross's gain is the validation logloss of the additive model minus that of
 the joint model: what the pair explains only through its interaction. Pairs are taken
 among the strongest non-leaky features (by validation permutation drop, which credits a
-feature that acts only through an interaction), so the work stays quadratic in a small number. A positive cross is offered as a new catalog entry (group `interaction`); it
-is never added to the protected catalog by agentx itself.
+feature that acts only through an interaction), every pair among the top 12: a planted
+cross between the 7th and 8th strongest was missed when only the top 6 were paired. A
+positive cross of two numeric features becomes the derived entry `product(a,b)`, which the
+harness computes for a run whose features knob lists it (tools/derived.py,
+agents/interactions.py); agentx never edits the protected catalog itself.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from tools.scoring import auc, logloss
 from tools.feature_stats import (MAX_ROWS, Column, StatsTable, encode, fit_lgbm, labels, sample_rows,
                                  stats_from_columns)
 
-TOP_FEATURES = 6       # crosses are sought among this many strongest features (15 pairs)
+TOP_FEATURES = 12      # crosses are sought among this many strongest features (66 pairs)
 KEEP = 5               # crosses reported
 CROSS_ROWS = 30_000    # train rows the pair models use (a fixed sample above this): 2 fits per pair
 

@@ -79,6 +79,7 @@ from tools.sandbox import ExecutionResult, Sandbox, free_space
 from tools.staging import changed, entrypoint_file, is_disk_full, protected_digest, stage_code
 from tools.scoring import (InvalidPredictions, check_alignment, metric_value, popularity_scores, score_run,
                            users_of)
+from tools.derived import DerivedError, check, column_types, load_catalog_or_none, requested, with_derived
 from tools.splits import EVAL_SPLITS, Splits, materialise, prepare_splits, tier_rows
 
 # Kernel status -> the failure kind lessons and reports use.
@@ -239,13 +240,20 @@ class Harness:
                                  "this commit (it was deleted or renamed); no kernel was started")
         else:
             outcome = None
+        rows = None                      # the tier's rows, with the derived columns the code's features knobs list
+        if outcome is None:
+            try:
+                rows = self._rows(Path(checkout), splits, tier_spec)
+            except DerivedError as exc:
+                outcome = RunOutcome(run_id, "invalid", "derived", f"{exc}; no kernel was started")
         t = lap("protect", t)
         if outcome is not None:
             self._record(outcome, {}, phases)
             return outcome
         self.progress(f"{run_id}: {arm} {tier} seed {seed} in a fresh kernel"
                       + ("" if self.sandboxed else " (unsandboxed)"))
-        result, report, touched, after = self._execute(Path(checkout), run_id, run_dir, tier, tier_spec, seed, splits)
+        result, report, touched, after = self._execute(Path(checkout), run_id, run_dir, tier, tier_spec, seed, splits,
+                                                       rows)
         t = lap("kernel", t)
         if result is None:                     # the harness itself could not write (a full disk)
             outcome = RunOutcome(run_id, "disk", "disk", report["disk"])
@@ -255,7 +263,7 @@ class Harness:
                               | set(changed(reference, protected_digest(self.workspace, rules))))
             # the rows it was given to score: writing fewer (or other) rows into them would make
             # the missing-rows check, and every later join, judge a different slice
-            given = tier_rows(splits, tier_spec)
+            given = rows
             tampered += [f"{run_id}/{split}.csv" for split in EVAL_SPLITS
                          if not (run_dir / f"{split}.csv").is_file()
                          or not filecmp.cmp(run_dir / f"{split}.csv", given / f"{split}.csv", shallow=False)]
@@ -321,8 +329,21 @@ class Harness:
                                  memory_limit_mb=self.memory_limit_mb)
         return box, slot, box.kernel_start_s or 0.0
 
+    def _rows(self, checkout: Path, splits: Splits, tier_spec) -> Path:
+        """The folder of rows this code's run gets: the tier's rows, plus a column for each
+        derived entry (product(a,b), ...) its features knobs list (tools/derived.py), checked
+        against main's catalog; DerivedError for one the harness will not compute."""
+        rows = tier_rows(splits, tier_spec)
+        derived = requested(checkout, self.manifest)
+        if not derived:
+            return rows
+        catalog = load_catalog_or_none(checkout, self.manifest)   # protected: main's, checked above
+        check(derived, catalog, column_types(rows / "train.csv"), id_column=splits.id_column,
+              label_column=splits.label_column)
+        return with_derived(rows, derived, splits.root / "derived", id_column=splits.id_column)
+
     def _execute(self, checkout: Path, run_id: str, run_dir: Path, tier: str, tier_spec, seed: int,
-                 splits: Splits) -> tuple[ExecutionResult | None, dict, list[dict], dict[str, str]]:
+                 splits: Splits, rows: Path) -> tuple[ExecutionResult | None, dict, list[dict], dict[str, str]]:
         """Stage the code and rows in a kernel's slot, run the entrypoint and the harness's
         cells, move the run directory into place. Returns (None, {"disk": why}, ...) when the
         harness could not write (a full disk): that is the run's failure, not a crash."""
@@ -335,7 +356,7 @@ class Harness:
         try:
             with box:
                 stage_code(checkout, slot.work, link=confined)
-                materialise(splits, slot.run, tier, tier_spec, seed, run_id)
+                materialise(splits, slot.run, tier, tier_spec, seed, run_id, rows)
                 audit = self._audit_spec(run_id, slot, confined)
                 seen_run = RUN if confined else str(slot.run)
                 # The tier's timeout is for the workspace's code: waiting for a kernel (a warm one

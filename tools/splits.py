@@ -169,16 +169,17 @@ def _csv(path: Path) -> str:
 
 
 def materialise(splits: Splits, run_dir: Path, tier_name: str, tier: TierSpec, seed: int,
-                run_id: str) -> dict[str, int]:
+                run_id: str, rows: Path | None = None) -> dict[str, int]:
     """Write the run directory a kernel sees; return the row count per split.
 
     The rows depend only on the splits and the tier's sizes (the sample is REPEATABLE), so
     they are written once per (splits, tier) into the harness's own cache and copied into
     each run directory. A copy, not a link: a run may overwrite its own files, and must not
-    reach the cached ones through them."""
+    reach the cached ones through them. `rows`: the folder to copy instead of the tier's
+    (the tier's rows with derived columns, tools/derived.py)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "predictions").mkdir(exist_ok=True)
-    cached = tier_rows(splits, tier)
+    cached = rows or tier_rows(splits, tier)
     for split in SPLITS:
         shutil.copyfile(cached / f"{split}.csv", run_dir / f"{split}.csv")
     config = {"run_id": run_id, "seed": seed, "tier": tier_name, "epochs": tier.epochs, "device": "auto"}
