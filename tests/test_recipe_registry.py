@@ -140,11 +140,13 @@ def test_without_the_templates_set_no_agent_finds_its_recipes(tiny_template, tmp
             HeuristicDeveloper().implement(ws, {"recipe": "dcn_v2", "params": {"layers": 2}}, ws.root)
 
 
-def test_select_features_run_needs_the_feature_lists_set(tiny_template, tmp_path):
+def test_select_features_run_needs_a_features_knob_or_the_feature_lists_set(tiny_template, tmp_path):
     root = tiny_workspace(tiny_template, tmp_path / "ws")
     result = invoke("select-features", "--run", "--workspace", str(root))
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "feature_subset experiment, a recipe of the 'feature-lists' set" in " ".join(result.output.split())
+    said = " ".join(result.output.split())
+    assert "it sets the workspace's features knob" in said and "the feature_subset recipe of the 'feature-lists' set" \
+        in said and "this workspace has neither: declare a features knob in agentx.toml" in said
 
 
 # -- agentx recipes ------------------------------------------------------------------------

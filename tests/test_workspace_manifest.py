@@ -64,7 +64,7 @@ BROKEN = [
     ("missing section", lambda t: t.replace('[train]\nentrypoint = "train:main"\n', ""), ["'train'", "missing"]),
     ("missing key", lambda t: t.replace('entrypoint = "train:main"', ""), ["'train.entrypoint'", "missing"]),
     ("bad entrypoint", lambda t: t.replace('"train:main"', '"train.py"'), ["'train.entrypoint'", "module:function"]),
-    ("unknown metric", lambda t: t.replace('primary = "auc"', 'primary = "ndcg"'), ["'metric.primary'", "'auc'", "'logloss'"]),
+    ("unknown metric", lambda t: t.replace('primary = "auc"', 'primary = "ndcg"'), ["'metric.primary'", "unknown metric 'ndcg'", "ndcg@K"]),
     ("direction mismatch", lambda t: t.replace('"maximize"', '"minimize"'), ["'metric'", "auc is a metric to maximize"]),
     ("negative effect", lambda t: t.replace("0.002", "-1"), ["'metric.min_effect'", "greater than or equal to 0"]),
     ("wrong type", lambda t: t.replace("epochs = 4", 'epochs = "four"'), ["'tiers.full.epochs'", "integer"]),
@@ -78,7 +78,7 @@ BROKEN = [
     ("overlap", lambda t: t.replace('"model.py", "train.py"', '"model.py", "data.py"'), ["both editable and protected: data.py"]),
     ("data module not python", lambda t: t.replace('module = "data.py"', 'module = "data.csv"'), ["'data.module'", ".py"]),
     ("empty editable", lambda t: t.replace('["model.py", "train.py"]', "[]"), ["'paths.editable'", "at least 1"]),
-    ("bad secondary", lambda t: t.replace('secondary = ["logloss"]', 'secondary = ["mse"]'), ["'metric.secondary.0'"]),
+    ("bad secondary", lambda t: t.replace('secondary = ["logloss"]', 'secondary = ["mse"]'), ["'metric.secondary'", "unknown metric 'mse'"]),
 ]
 
 
