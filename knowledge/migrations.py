@@ -167,11 +167,18 @@ def m004_sandbox(con: duckdb.DuckDBPyConnection) -> None:
             trusted_at TIMESTAMP NOT NULL DEFAULT {_NOW})""")
 
 
+def m005_llm_method(con: duckdb.DuckDBPyConnection) -> None:
+    """How each LLM call asked for structured output: 'json_schema', 'function_calling' or
+    'json_object' (agentx/llm/client.py picks the one a provider supports)."""
+    con.execute("ALTER TABLE llm_calls ADD COLUMN method TEXT")
+
+
 MIGRATIONS: list[Migration] = [
     m001_initial,
     m002_loop,
     m003_rollouts,
     m004_sandbox,
+    m005_llm_method,
 ]
 
 

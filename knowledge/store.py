@@ -531,11 +531,11 @@ class KnowledgeBase:
     def log_llm_call(self, *, agent: str, experiment_id: str | None, provider: str, model: str,
                      prompt: str, response: str | None, input_tokens: int | None,
                      output_tokens: int | None, dollars: float | None, latency_s: float | None,
-                     error: str | None = None) -> int:
+                     error: str | None = None, method: str | None = None) -> int:
         fields = dict(agent=agent, experiment_id=experiment_id, provider=provider, model=model,
                       prompt=prompt, response=response, input_tokens=input_tokens,
                       output_tokens=output_tokens, dollars=dollars, latency_s=latency_s,
-                      error=error)
+                      error=error, method=method)
         with self._tx() as con:
             return self._insert(con, "llm_calls", fields, returning="id")
 

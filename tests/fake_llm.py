@@ -105,6 +105,14 @@ class ErrorReply:
     message: str = "scripted server error"
 
 
+@dataclass(frozen=True)
+class ToolCallReply:
+    """A scripted reply from `FakeOpenAIServer` that calls tool `name` with `args`."""
+
+    name: str
+    args: dict[str, Any]
+
+
 @dataclass
 class RecordedRequest:
     path: str
@@ -152,7 +160,7 @@ class FakeOpenAIServer:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
-    def enqueue(self, reply: str | dict | int | ErrorReply, *, prompt_tokens: int | None = None,
+    def enqueue(self, reply: str | dict | int | ErrorReply | ToolCallReply, *, prompt_tokens: int | None = None,
                 completion_tokens: int | None = None) -> FakeOpenAIServer:
         self.replies.append(_Scripted(reply, prompt_tokens, completion_tokens))
         return self
@@ -192,7 +200,12 @@ class FakeOpenAIServer:
             reply = ErrorReply(reply)
         if isinstance(reply, ErrorReply):
             return reply.status, _error(reply.status, reply.message)
-        content = _text(reply)
+        message: dict[str, Any] = {"role": "assistant", "content": None if isinstance(reply, ToolCallReply)
+                                   else _text(reply)}
+        if isinstance(reply, ToolCallReply):
+            message["tool_calls"] = [{"id": f"call_{next(self._ids)}", "type": "function",
+                                      "function": {"name": reply.name, "arguments": json.dumps(reply.args)}}]
+        content = message["content"] or json.dumps(reply.args)
         prompt_words = sum(_words(str(m.get("content", ""))) for m in request.body.get("messages", []))
         prompt = scripted.input_tokens if scripted.input_tokens is not None else prompt_words
         completion = scripted.output_tokens if scripted.output_tokens is not None else _words(content)
@@ -201,8 +214,8 @@ class FakeOpenAIServer:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": request.body.get("model", "fake"),
-            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                         "message": {"role": "assistant", "content": content}}],
+            "choices": [{"index": 0, "finish_reason": "tool_calls" if "tool_calls" in message else "stop",
+                         "logprobs": None, "message": message}],
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
                       "total_tokens": prompt + completion},
         }

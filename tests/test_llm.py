@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from fake_llm import ErrorReply, FakeChatModel, FakeOpenAIServer, status_error
+from fake_llm import ErrorReply, FakeChatModel, FakeOpenAIServer, ToolCallReply, status_error
 from pydantic import BaseModel, Field
 
 from agentx.llm import (
@@ -361,3 +361,51 @@ def test_prompt_templates_load_and_render():
         load_prompt("nope")
     with pytest.raises(ValueError):
         load_prompt("../pyproject")
+
+
+# -- structured-output methods ---------------------------------------------------------------
+
+LLAMA_CPP_500 = ("1 validation error for CreateChatCompletionRequest\nresponse_format.type\n  Input should be "
+                 "'text' or 'json_object' [type=literal_error, input_value='json_schema']")
+
+
+def test_a_server_that_refuses_json_schema_gets_function_calling_from_then_on(server, kb, sleeps):
+    """llama.cpp's server answers response_format json_schema with HTTP 500: the client moves
+    to function calling at once (no retry, no backoff), keeps it, and logs each method."""
+    server.enqueue(ErrorReply(500, LLAMA_CPP_500))
+    server.enqueue(ToolCallReply("Echo", {"text": "hi", "words": 1}))
+    server.enqueue(ToolCallReply("Echo", {"text": "again", "words": 1}))
+    client = server_client(server, kb, sleeps)
+    assert client.method == "json_schema"
+    assert client.decide("echo", "say hi", Echo) == Echo(text="hi", words=1)
+    assert client.decide("echo", "say again", Echo).text == "again"
+    assert client.method == "function_calling" and sleeps == [] and client.attempts_made == 3
+    first, second, third = (r.body for r in server.requests)
+    assert first["response_format"]["type"] == "json_schema" and "tools" not in first
+    for body in (second, third):
+        assert "response_format" not in body and body["tools"][0]["function"]["name"] == "Echo"
+        assert body["tool_choice"] == {"type": "function", "function": {"name": "Echo"}}
+        assert body["tools"][0]["function"]["parameters"]["required"] == ["text", "words"]
+    calls = kb.llm_calls()
+    assert [c["method"] for c in calls] == ["json_schema", "function_calling", "function_calling"]
+    assert "json_object" in calls[0]["error"] and calls[1]["error"] is None
+    assert json.loads(calls[1]["response"]) == {"text": "hi", "words": 1}
+
+
+def test_a_malformed_tool_call_is_reasked_with_its_error(server, kb, sleeps):
+    server.enqueue(ToolCallReply("Echo", {"text": "hi", "words": -3}))
+    server.enqueue(ToolCallReply("Echo", {"text": "hi", "words": 1}))
+    client = server_client(server, kb, sleeps, output_mode="function_calling")
+    assert client.decide("echo", "say hi", Echo).words == 1
+    retry = server.requests[1].body["messages"]
+    assert "not a valid Echo" in retry[-1]["content"] and "words" in retry[-1]["content"]
+    assert [c["method"] for c in kb.llm_calls()] == ["function_calling", "function_calling"]
+
+
+def test_a_fixed_method_is_not_abandoned(server, kb, sleeps):
+    for _ in range(2):
+        server.enqueue(ErrorReply(500, LLAMA_CPP_500))
+    client = server_client(server, kb, sleeps, output_mode="json_schema", max_retries=1)
+    with pytest.raises(LLMError, match="after 2 attempts"):
+        client.decide("echo", "say hi", Echo)
+    assert client.method == "json_schema" and len(sleeps) == 1

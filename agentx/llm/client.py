@@ -1,13 +1,24 @@
 """`LLMClient`: one structured decision per call, retried, priced, capped and logged.
 
-How a decision comes back structured, the same way for every provider: the chat model is
-bound with an OpenAI-style `response_format={"type": "json_schema", ...}` built from the
-Pydantic schema (ChatOpenAI sends it as is, so vLLM/Ollama/llama.cpp servers constrain
-their decoding with it; ChatAnthropic turns it into Claude's native `output_config`; a
-scripted fake model just records it), the schema is also stated in the system message,
-and the reply's text is validated with `schema.model_validate_json`. We validate
-ourselves, instead of `with_structured_output`, so that a reply that does not validate
-is seen (and logged) as such and re-asked with the validation error in the message.
+How a decision comes back structured: by one of three methods, the first a provider takes.
+
+- `json_schema`: the chat model is bound with an OpenAI-style `response_format={"type":
+  "json_schema", ...}` built from the Pydantic schema (ChatOpenAI sends it as is, so vLLM
+  and Ollama constrain their decoding with it; ChatAnthropic turns it into Claude's native
+  `output_config`; a scripted fake model just records it);
+- `function_calling`: the schema is one tool the model must call (`bind_tools`,
+  `tool_choice` = that tool); its arguments are the decision. llama.cpp's server takes
+  this, and answers `json_schema` with HTTP 500 ("Input should be 'text' or 'json_object'");
+- `json_object`: `response_format={"type": "json_object"}`, valid JSON of any shape.
+
+`output_mode="auto"` (the default) starts with `json_schema` and moves down the list, once
+per client, when the provider refuses a method (an HTTP 4xx/5xx whose message names
+response_format, json_schema, tools or functions): that is a fact about the server, not a
+transient error, so it is not retried. Whatever the method, the schema is also stated in the
+system message and the reply is validated with the Pydantic schema here, instead of
+`with_structured_output`, so that a reply that does not validate is seen (and logged) as
+such and re-asked with the validation error in the message. Each `llm_calls` row records
+the method of its attempt.
 
 Retries: a rate limit (429), a server error (5xx), a lost connection or a timeout (what
 langchain-core's `ModelError.is_retryable` says) is retried after an exponential
@@ -41,7 +52,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T", bound=BaseModel)
-OutputMode = Literal["json_schema", "json_object"]
+Method = Literal["json_schema", "function_calling", "json_object"]
+OutputMode = Literal["auto", "json_schema", "function_calling", "json_object"]
+METHODS: tuple[Method, ...] = ("json_schema", "function_calling", "json_object")
+# a provider error that says the method itself is not supported (not worth a retry)
+UNSUPPORTED = re.compile(r"response_format|json_schema|json_object|\btools?\b|tool_choice|function", re.I)
 
 
 class LLMError(RuntimeError):
@@ -71,7 +86,7 @@ class CallLog(Protocol):
         self, *, agent: str, experiment_id: str | None, provider: str, model: str,
         prompt: str, response: str | None, input_tokens: int | None,
         output_tokens: int | None, dollars: float | None, latency_s: float,
-        error: str | None,
+        error: str | None, method: str | None = None,
     ) -> object: ...
 
 
@@ -120,12 +135,12 @@ class LLMClient:
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
         sleep: Callable[[float], object] = time.sleep,
-        output_mode: OutputMode = "json_schema",
+        output_mode: OutputMode = "auto",
     ) -> None:
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, not {max_retries}")
-        if output_mode not in ("json_schema", "json_object"):
-            raise ValueError(f"output_mode must be 'json_schema' or 'json_object', not {output_mode!r}")
+        if output_mode not in ("auto", *METHODS):
+            raise ValueError(f"output_mode must be one of auto, {', '.join(METHODS)}; not {output_mode!r}")
         self.chat_model = chat_model
         self.kb = kb
         self.provider = provider
@@ -136,6 +151,8 @@ class LLMClient:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.output_mode = output_mode
+        # the methods still to try, best first: "auto" falls back down the list
+        self._methods: list[Method] = list(METHODS) if output_mode == "auto" else [output_mode]
         self._sleep = sleep
         self._lock = threading.Lock()
         self._spent = 0.0
@@ -164,54 +181,85 @@ class LLMClient:
         """Requests sent by this client so far (each retry counts)."""
         return self._attempts
 
+    @property
+    def method(self) -> Method:
+        """The structured-output method the next call uses."""
+        return self._methods[0]
+
     def decide(
         self, agent: str, prompt: str, schema: type[T], *,
         experiment_id: str | None = None, system: str | None = None,
     ) -> T:
         """Ask for one decision; returns a validated `schema` instance."""
         base = [SystemMessage(self._system_text(schema, system)), HumanMessage(prompt)]
-        bound = self.chat_model.bind(response_format=self._response_format(schema))
         messages = base
         total = self.max_retries + 1
         last_error, last_exc = "", None
-        for attempt in range(1, total + 1):
+        attempt = 0
+        while attempt < total:
+            attempt += 1
             self._check_budget()
             with self._lock:
                 self._attempts += 1
+            method = self.method
             started = time.perf_counter()
             try:
-                reply = bound.invoke(messages)
+                reply = self._bound(schema, method).invoke(messages)
             except Exception as exc:  # logged, then retried or re-raised: never swallowed
                 last_error, last_exc = f"{type(exc).__name__}: {exc}", exc
-                self._log(agent, experiment_id, messages, None, None, started, last_error)
+                self._log(agent, experiment_id, messages, None, None, started, last_error, method)
                 from_provider, retryable = _classify(exc)
                 if not from_provider:
                     raise
+                if len(self._methods) > 1 and UNSUPPORTED.search(str(exc)):
+                    self._methods.pop(0)       # this server does not take the method: the next one, now
+                    log.warning("%s:%s refused structured output by %s (%s); using %s from now on",
+                                self.provider, self.model_name, method, last_error[:200], self.method)
+                    attempt -= 1               # a refused method is not a failed attempt
+                    continue
                 if not retryable:
                     raise LLMError(self.provider, self.model_name, attempt, last_error) from exc
                 if attempt < total:
                     self._sleep(min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s))
                 continue
-            text = str(reply.text)
+            text = self._reply_text(reply)
             try:
                 decision = schema.model_validate_json(text)
             except ValidationError as err:
                 last_error, last_exc = f"malformed output: {_describe(err)}", err
-                self._log(agent, experiment_id, messages, text, reply, started, last_error)
+                self._log(agent, experiment_id, messages, text, reply, started, last_error, method)
                 messages = [*base, AIMessage(text), HumanMessage(self._correction(schema, err))]
                 continue
-            self._log(agent, experiment_id, messages, text, reply, started, None)
+            self._log(agent, experiment_id, messages, text, reply, started, None, method)
             return decision
         raise LLMError(self.provider, self.model_name, total, last_error) from last_exc
 
     # -- pieces ---------------------------------------------------------------------------
 
-    def _response_format(self, schema: type[BaseModel]) -> dict[str, Any]:
-        if self.output_mode == "json_object":
+    def _bound(self, schema: type[BaseModel], method: Method):
+        """The chat model bound for `method`."""
+        name = re.sub(r"[^A-Za-z0-9_-]", "_", schema.__name__)[:64]
+        if method == "function_calling":
+            tool = {"type": "function", "function": {"name": name, "description": f"Give the {name} decision.",
+                                                     "parameters": schema.model_json_schema()}}
+            return self.chat_model.bind_tools([tool], tool_choice=name)
+        return self.chat_model.bind(response_format=self._response_format(schema, method))
+
+    @staticmethod
+    def _response_format(schema: type[BaseModel], method: Method = "json_schema") -> dict[str, Any]:
+        if method == "json_object":
             return {"type": "json_object"}
         name = re.sub(r"[^A-Za-z0-9_-]", "_", schema.__name__)[:64]
         return {"type": "json_schema",
                 "json_schema": {"name": name, "schema": schema.model_json_schema(), "strict": False}}
+
+    @staticmethod
+    def _reply_text(reply: BaseMessage) -> str:
+        """The decision's JSON: the first tool call's arguments, else the reply's text."""
+        calls = getattr(reply, "tool_calls", None) or []
+        if calls:
+            return json.dumps(calls[0].get("args") or {})
+        return str(reply.text)
 
     @staticmethod
     def _system_text(schema: type[BaseModel], system: str | None) -> str:
@@ -246,6 +294,7 @@ class LLMClient:
     def _log(
         self, agent: str, experiment_id: str | None, messages: list[BaseMessage],
         response: str | None, reply: BaseMessage | None, started: float, error: str | None,
+        method: Method | None = None,
     ) -> None:
         latency_s = time.perf_counter() - started
         usage = reply.usage_metadata if isinstance(reply, AIMessage) else None
@@ -258,5 +307,5 @@ class LLMClient:
             agent=agent, experiment_id=experiment_id, provider=self.provider,
             model=self.model_name, prompt=_render(messages), response=response,
             input_tokens=input_tokens, output_tokens=output_tokens, dollars=dollars,
-            latency_s=latency_s, error=error,
+            latency_s=latency_s, error=error, method=method,
         )
