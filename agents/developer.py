@@ -4,8 +4,13 @@ Two brains behind one interface (`implement`, `repair`):
 - `HeuristicDeveloper` applies one of the workspace's recipes (`ws.recipes`) as an edit; it
   cannot repair, so a micro-tier failure ends the experiment (and becomes a lesson).
 - `LLMDeveloper` writes the change itself from the proposal and the editable files, as a
-  structured `CodeChange` (whole new file contents); on a micro failure it gets the
-  traceback back and tries again, up to `max_repairs` times.
+  structured `CodeChange`: search/replace edit blocks for existing files (the format aider
+  and similar coding agents use), whole contents only for a new file. Blocks are applied
+  strictly (`apply_change`): a block whose search text is not in its file exactly once, or a
+  whole-file rewrite of an existing file, refuses the change and the model is told why and
+  asked again (up to `edit_retries` times), so a commit changes exactly the lines its blocks
+  named. On a micro failure it gets the traceback back and tries again (a repair, the same
+  format), up to `max_repairs` times.
 
 `develop()` is the orchestration both share: branch and worktree, change, commit with an
 `Experiment-Id:` trailer, micro tier (after SandMLE: a few hundred rows, one epoch, seconds)
@@ -29,13 +34,26 @@ from tools.git_safe import open_repo
 
 
 class FileChange(BaseModel):
-    path: str = Field(description="path relative to the repository root")
-    content: str = Field(description="the complete new content of the file")
+    path: str = Field(description="path of a NEW file, relative to the repository root")
+    content: str = Field(description="the complete content of the new file")
+
+
+class EditBlock(BaseModel):
+    path: str = Field(description="path of an existing file, relative to the repository root")
+    search: str = Field(description="text copied exactly from the current file (whitespace included), long "
+                                    "enough to appear in it only once")
+    replace: str = Field(description="the text that takes its place")
 
 
 class CodeChange(BaseModel):
     summary: str = Field(description="one or two sentences: what changed and why")
-    files: list[FileChange]
+    edits: list[EditBlock] = Field(default=[], description="search/replace blocks, applied in order: the way to "
+                                                           "change an existing file")
+    files: list[FileChange] = Field(default=[], description="whole contents, only for files that do not exist yet")
+
+
+class EditRefused(ValueError):
+    """Edit blocks that do not apply; the message is what the model is told."""
 
 
 class ChangeRejected(Exception):
@@ -80,9 +98,10 @@ class HeuristicDeveloper:
 
 
 class LLMDeveloper:
-    def __init__(self, client, max_repairs: int = 2):
+    def __init__(self, client, max_repairs: int = 2, edit_retries: int = 2):
         self.client = client
         self.max_repairs = max_repairs
+        self.edit_retries = edit_retries
         self.name = f"LLM brain ({client.provider}:{client.model_name})"
 
     def implement(self, ws, experiment: dict, path) -> str:
@@ -90,16 +109,29 @@ class LLMDeveloper:
                                recipe=experiment.get("recipe") or "(free-form)",
                                params=json.dumps(experiment.get("params") or {}),
                                entrypoint=ws.manifest.train.entrypoint, **_files_context(ws, path))
-        change = self.client.decide("developer", prompt, CodeChange, experiment_id=experiment["id"])
-        write_change(ws, path, change)
-        return change.summary
+        return self._change(ws, experiment, path, prompt)
 
     def repair(self, ws, experiment: dict, path, kind: str, failure: str) -> str:
         prompt = render_prompt("repair", title=experiment["title"], hypothesis=experiment.get("hypothesis") or "",
                                kind=kind, failure=failure[-4000:], **_files_context(ws, path))
-        change = self.client.decide("developer", prompt, CodeChange, experiment_id=experiment["id"])
-        write_change(ws, path, change)
-        return change.summary
+        return self._change(ws, experiment, path, prompt)
+
+    def _change(self, ws, experiment: dict, path, prompt: str) -> str:
+        """Ask for a change and apply it; refused blocks go back to the model with the reason."""
+        asked = prompt
+        for attempt in range(self.edit_retries + 1):
+            change = self.client.decide("developer", asked, CodeChange, experiment_id=experiment["id"])
+            try:
+                apply_change(ws, path, change)
+                return change.summary
+            except EditRefused as exc:
+                ws.kb.log_event("edit_refused", {"attempt": attempt, "reason": str(exc)},
+                                experiment_id=experiment["id"])
+                if attempt == self.edit_retries:
+                    raise ChangeRejected(f"the edit blocks did not apply after {attempt + 1} tries: {exc}") from None
+                asked = (f"{prompt}\n\n# Your previous answer could not be applied\n{exc}\nNothing was changed. "
+                         f"Answer again: copy each search text exactly from the current files above.")
+        raise AssertionError("unreachable")
 
 
 def _files_context(ws, path) -> dict[str, str]:
@@ -109,17 +141,46 @@ def _files_context(ws, path) -> dict[str, str]:
     return {"files": files, "editable": ", ".join(rules.editable), "protected": ", ".join(rules.protected)}
 
 
-def write_change(ws, path, change: CodeChange) -> None:
-    """Write an LLM's files, refusing any path the manifest does not let agents edit."""
-    refused = [f.path for f in change.files if not ws.manifest.paths.is_editable(f.path)]
+def apply_change(ws, path, change: CodeChange) -> list[str]:
+    """Apply a change's edit blocks and new files to the checkout at `path`, all or nothing.
+
+    ChangeRejected for a path agents may not edit or an empty change; EditRefused (which the
+    model is told) for a block whose search text is not in its file exactly once, a block
+    for a file that does not exist, or whole contents for a file that does."""
+    paths = [e.path for e in change.edits] + [f.path for f in change.files]
+    refused = sorted({p for p in paths if not ws.manifest.paths.is_editable(p)})
     if refused:
         raise ChangeRejected(f"the change edits paths agents may not edit: {', '.join(refused)}")
-    if not change.files:
-        raise ChangeRejected("the change has no files")
+    if not paths:
+        raise ChangeRejected("the change has no edits and no files")
+    texts: dict[str, str] = {}
+    problems = []
     for f in change.files:
-        target = path / f.path
+        if (path / f.path).exists():
+            problems.append(f"{f.path} exists: change it with edit blocks (search/replace), not whole contents")
+        texts[f.path] = f.content
+    for number, edit in enumerate(change.edits, 1):
+        if edit.path not in texts:
+            if not (path / edit.path).is_file():
+                problems.append(f"edit {number}: {edit.path} does not exist (a new file goes in files, whole)")
+                continue
+            texts[edit.path] = (path / edit.path).read_text()
+        found = texts[edit.path].count(edit.search) if edit.search else 0
+        if found != 1:
+            where = ("its search text is empty" if not edit.search else
+                     f"its search text is not in {edit.path}" if found == 0 else
+                     f"its search text appears {found} times in {edit.path}")
+            problems.append(f"edit {number} ({edit.path}): {where}; it must appear exactly once: "
+                            f"{edit.search[:200]!r}")
+            continue
+        texts[edit.path] = texts[edit.path].replace(edit.search, edit.replace, 1)
+    if problems:
+        raise EditRefused("; ".join(problems))
+    for rel, text in texts.items():
+        target = path / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(f.content)
+        target.write_text(text)
+    return sorted(texts)
 
 
 def develop(ws, experiment: dict, developer, *, micro_seed: int = 0) -> Developed:

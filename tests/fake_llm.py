@@ -224,3 +224,9 @@ class FakeOpenAIServer:
 def _error(status: int, message: str) -> dict[str, Any]:
     kind = {429: "rate_limit_exceeded", 404: "not_found"}.get(status, "server_error")
     return {"error": {"message": message, "type": kind, "code": str(status)}}
+
+
+def edit_reply(summary: str, path: str, before: str, after: str) -> dict:
+    """A developer's answer: one edit block whose search text is the whole current file
+    `before` (so it appears exactly once) and whose replacement is `after`."""
+    return {"summary": summary, "edits": [{"path": path, "search": before, "replace": after}]}

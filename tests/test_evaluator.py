@@ -9,7 +9,7 @@ from agentx.graph import run_loop
 from agentx.state import Budget
 from agents.evaluator import EvalSettings
 from conftest import TINY_TRAIN, wrap_main
-from fake_llm import FakeChatModel
+from fake_llm import FakeChatModel, edit_reply
 from test_graph import BETTER_TRAIN, llm_context, proposal
 from tools.git_repo import WorkspaceRepo
 
@@ -30,9 +30,11 @@ def tiny_workspace(tiny_template, tmp_path, guardrails: str = ""):
 def one_experiment(ws, train_py: str, settings: EvalSettings | None = None) -> dict:
     model = FakeChatModel()
     model.enqueue(proposal())
+    before = TINY_TRAIN
     for attempt in range(3):      # the change, and a "repair" that keeps it for each of the 2 repair attempts
         content = train_py + ("" if attempt == 0 else f"\n# repair attempt {attempt}\n")
-        model.enqueue({"summary": f"attempt {attempt}", "files": [{"path": "train.py", "content": content}]})
+        model.enqueue(edit_reply(f"attempt {attempt}", "train.py", before, content))
+        before = content
     ctx = llm_context(ws, model)
     if settings is not None:
         ctx.settings = settings

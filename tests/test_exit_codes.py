@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from agentx.cli import app
-from conftest import TINY_MANIFEST
-from fake_llm import FakeOpenAIServer
+from conftest import TINY_MANIFEST, TINY_TRAIN
+from fake_llm import FakeOpenAIServer, edit_reply
 from test_graph import BETTER_TRAIN, proposal
 from test_select_features import FEATURE_CATALOG, FEATURE_DATA, FEATURE_TRAIN
 from tools.git_repo import WorkspaceRepo
@@ -57,6 +57,8 @@ def test_ask_with_a_request_no_recipe_matches_is_bad_input(tiny_ws):
 
 
 def develop(content: str, path: str = "train.py") -> dict:
+    if path == "train.py":
+        return edit_reply(f"edit {path}", path, TINY_TRAIN, content)
     return {"summary": f"edit {path}", "files": [{"path": path, "content": content}]}
 
 

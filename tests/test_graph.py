@@ -8,7 +8,7 @@ from agentx.graph import LoopContext, build_graph, run_loop
 from agentx.state import Budget
 from agents.evaluator import EvalSettings
 from conftest import TINY_TRAIN
-from fake_llm import FakeChatModel
+from fake_llm import FakeChatModel, edit_reply
 from tools.git_repo import WorkspaceRepo
 
 
@@ -56,7 +56,7 @@ def proposal(title="Stronger smoothing of item rates"):
 def test_fake_llm_experiment_through_the_whole_graph(tiny_ws):
     model = FakeChatModel()
     model.enqueue(proposal())
-    model.enqueue({"summary": "prior weight 2", "files": [{"path": "train.py", "content": BETTER_TRAIN}]})
+    model.enqueue(edit_reply("prior weight 2", "train.py", TINY_TRAIN, BETTER_TRAIN))
     result = run_loop(llm_context(tiny_ws, model), Budget(max_experiments=1))
 
     assert result.finished == ["E0001"] and result.stop_reason == "experiment budget reached (1)"
@@ -77,8 +77,8 @@ def test_fake_llm_experiment_through_the_whole_graph(tiny_ws):
 def test_llm_developer_repairs_from_the_traceback(tiny_ws):
     model = FakeChatModel()
     model.enqueue(proposal())
-    model.enqueue({"summary": "first try", "files": [{"path": "train.py", "content": BROKEN_TRAIN}]})
-    model.enqueue({"summary": "fixed", "files": [{"path": "train.py", "content": BETTER_TRAIN}]})
+    model.enqueue(edit_reply("first try", "train.py", TINY_TRAIN, BROKEN_TRAIN))
+    model.enqueue(edit_reply("fixed", "train.py", BROKEN_TRAIN, BETTER_TRAIN))
     run_loop(llm_context(tiny_ws, model), Budget(max_experiments=1))
     repair_prompt = model.calls[2].messages[-1].text
     assert "shape (3,) vs (4,)" in repair_prompt and "crash" in repair_prompt
@@ -127,7 +127,7 @@ def test_a_failing_control_arm_fails_the_experiment_not_the_loop(tiny_template, 
     with Workspace.open(tmp_path / "ws") as ws:
         model = FakeChatModel()
         model.enqueue(proposal())
-        model.enqueue({"summary": "prior weight 2", "files": [{"path": "train.py", "content": BETTER_TRAIN}]})
+        model.enqueue(edit_reply("prior weight 2", "train.py", broken_at_full, BETTER_TRAIN))
         result = run_loop(llm_context(ws, model), Budget(max_experiments=1))
         assert result.finished == ["E0001"]
         assert ws.kb.get_experiment("E0001")["status"] == "failed" and not ws.kb.verdicts("E0001")

@@ -27,7 +27,7 @@ from agentx.graph import LoopContext, run_loop
 from agentx.state import Budget
 from agents.evaluator import EvalSettings
 from conftest import TINY_TRAIN, wrap_main
-from fake_llm import FakeChatModel
+from fake_llm import FakeChatModel, edit_reply
 from tools.git_repo import WorkspaceRepo
 
 @pytest.fixture
@@ -276,8 +276,10 @@ def test_a_label_reading_branch_does_not_ship(ws):
     model = FakeChatModel()
     model.enqueue({"proposals": [{"title": "Calibrated item rates", "hypothesis": "better calibration",
                                   "recipe": None, "params": {}, "rationale": "free-form"}]})
+    before = TINY_TRAIN
     for _ in range(3):                                # the first try and both repairs: the same code
-        model.enqueue({"summary": "calibrate", "files": [{"path": "train.py", "content": LEAKY}]})
+        model.enqueue(edit_reply("calibrate", "train.py", before, LEAKY))
+        before = LEAKY
     brains = make_brains(ws.kb, "openai-compatible:http://127.0.0.1:9/v1#scripted", chat_model=model)
     ctx = LoopContext(ws, brains.brainstorm, brains.developer, EvalSettings(seeds=2, max_seeds=2, replicates=200),
                       llm_clients=brains.clients)

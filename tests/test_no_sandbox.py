@@ -8,7 +8,8 @@ from agentx.cli import app
 from agentx.context import Workspace
 from agentx.graph import run_loop
 from agentx.state import Budget
-from fake_llm import FakeChatModel
+from fake_llm import FakeChatModel, edit_reply
+from conftest import TINY_TRAIN
 from test_graph import BETTER_TRAIN, llm_context, proposal
 from tools.confine import SandboxUnavailable, probe
 from tools.git_repo import WorkspaceRepo
@@ -45,7 +46,7 @@ def test_the_opt_out_runs_and_says_so(no_bwrap, tiny_ws):
         assert {r["sandbox"] for r in ws.kb.query("SELECT sandbox FROM runs")} == {"none"}
         model = FakeChatModel()
         model.enqueue(proposal())
-        model.enqueue({"summary": "prior weight 2", "files": [{"path": "train.py", "content": BETTER_TRAIN}]})
+        model.enqueue(edit_reply("prior weight 2", "train.py", TINY_TRAIN, BETTER_TRAIN))
         run_loop(llm_context(ws, model), Budget(max_experiments=1))
         (verdict,) = ws.kb.verdicts("E0001")
         assert verdict["sandbox"] == "none" and "[unsandboxed" in verdict["rationale"]
@@ -61,7 +62,7 @@ def test_a_sandboxed_verdict_says_bwrap(tiny_ws):
     with Workspace.open(tiny_ws, warm_kernels=False) as ws:
         model = FakeChatModel()
         model.enqueue(proposal())
-        model.enqueue({"summary": "prior weight 2", "files": [{"path": "train.py", "content": BETTER_TRAIN}]})
+        model.enqueue(edit_reply("prior weight 2", "train.py", TINY_TRAIN, BETTER_TRAIN))
         run_loop(llm_context(ws, model), Budget(max_experiments=1))
         (verdict,) = ws.kb.verdicts("E0001")
         assert verdict["sandbox"] == "bwrap" and "unsandboxed" not in verdict["rationale"]

@@ -3,6 +3,8 @@ on the record), reject becomes a lesson; the CLI."""
 
 import json
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -13,7 +15,7 @@ from agentx.errors import UserError
 from agentx.graph import run_loop
 from agentx.state import Budget
 from conftest import TINY_TRAIN
-from fake_llm import FakeChatModel
+from fake_llm import FakeChatModel, edit_reply
 from test_graph import BETTER_TRAIN, BROKEN_TRAIN, llm_context, proposal
 from tools.git_repo import WorkspaceRepo
 
@@ -28,8 +30,10 @@ def reviewed(root, *answers: str):
     ws = Workspace.open(root, warm_kernels=False)
     model = FakeChatModel()
     model.enqueue(proposal())
+    before = (Path(root) / "train.py").read_text()       # main's file: the first answer's search text
     for content in answers:
-        model.enqueue({"summary": "edit train.py", "files": [{"path": "train.py", "content": content}]})
+        model.enqueue(edit_reply("edit train.py", "train.py", before, content))
+        before = content
     try:
         run_loop(llm_context(ws, model), Budget(max_experiments=1))
     except BaseException:

@@ -12,7 +12,7 @@ from agentx.context import Workspace
 from agentx.graph import lesson, run_loop
 from agentx.state import Budget
 from conftest import TINY_TRAIN
-from fake_llm import FakeChatModel
+from fake_llm import FakeChatModel, edit_reply
 from knowledge import KnowledgeBase
 from test_graph import llm_context, proposal
 from tools.git_repo import WorkspaceRepo
@@ -35,10 +35,9 @@ def shown_ws(tiny_template, tmp_path):
     with Workspace.open(tmp_path / "ws", warm_kernels=False) as ws:
         model = FakeChatModel()
         model.enqueue(proposal("Score by item click rates"))
-        model.enqueue({"summary": "item rates", "files": [{"path": "train.py", "content": TINY_TRAIN}]})
+        model.enqueue(edit_reply("item rates", "train.py", WEAK_TRAIN, TINY_TRAIN))
         model.enqueue(proposal("Sharpen the item click rates"))
-        model.enqueue({"summary": "rates to the 8th power", "files": [{"path": "train.py",
-                                                                        "content": OVERCONFIDENT_TRAIN}]})
+        model.enqueue(edit_reply("rates to the 8th power", "train.py", WEAK_TRAIN, OVERCONFIDENT_TRAIN))
         run_loop(llm_context(ws, model), Budget(max_experiments=2))
         yield ws
 
