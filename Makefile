@@ -16,7 +16,16 @@ $(BIN)/agentx: pyproject.toml workspaces/movielens-ctr/requirements.txt
 	$(BIN)/pip install -q -e ".[dev,llm]" -r workspaces/movielens-ctr/requirements.txt
 	touch $(BIN)/agentx
 
-setup: sandbox $(BIN)/agentx
+# The real small LLM's runtime for the slow real-model tests and `agentx llm local`: llama.cpp's
+# Python binding, built with portable CPU flags (the default build uses AMX and dies with
+# "Illegal instruction" here); ~6 minutes on 2 cores the first time, then pip's cached wheel.
+LLAMA ?= llama-cpp-python[server]==0.3.36
+LLAMA_CMAKE ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAVA_BUILD=OFF
+$(VENV)/.llama: $(BIN)/agentx
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(BIN)/pip install -q "$(LLAMA)"
+	touch $@
+
+setup: sandbox $(BIN)/agentx $(VENV)/.llama
 
 # The OS sandbox for experiment kernels (tools/confine.py): bubblewrap, from the distribution.
 sandbox:

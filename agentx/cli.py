@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from agentx import cli_adopt, cli_features, cli_loop, cli_recipes, cli_show
+from agentx import cli_adopt, cli_features, cli_llm, cli_loop, cli_recipes, cli_show
 from agentx.cli_common import UnsandboxedOpt, WaitOpt, WorkspaceOpt, check_tier, console, fail, open_workspace
 from agentx.errors import UserError
 
@@ -33,6 +33,7 @@ app.command("select-features")(cli_features.select_features)
 app.command()(cli_recipes.recipes)
 app.command()(cli_adopt.adopt)
 app.add_typer(cli_loop.pr_app, name="pr")
+app.add_typer(cli_llm.llm_app, name="llm")
 
 
 @app.command()
