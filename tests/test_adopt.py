@@ -13,6 +13,7 @@ from agentx.cli import app
 from agentx.workspace import load_manifest
 from knowledge import KnowledgeBase
 from tools.git_repo import WorkspaceRepo
+from tools.derived import parse
 from tools.knobs import read_knob
 
 from click_repo import CONFIG, FEATURES, KNOBS, git, make_click_repo
@@ -98,7 +99,8 @@ def test_adopted_repo_with_knobs_checks_and_runs_eight_judged_knob_experiments(c
     assert run.exit_code == 0, run.output
     kb, repo = KnowledgeBase.for_workspace(click_repo), WorkspaceRepo(click_repo)
     experiments = kb.experiments()
-    assert len(experiments) == 8 and all(e["recipe"] == "knobs" for e in experiments), experiments
+    # knob moves, and discovered crosses added to the features knob (product(a,b): still only its value)
+    assert len(experiments) == 8 and all(e["recipe"] in ("knobs", "interaction") for e in experiments), experiments
     config = CONFIG.lstrip().splitlines()
     for experiment in experiments:
         verdicts = kb.verdicts(experiment["id"])
@@ -109,7 +111,8 @@ def test_adopted_repo_with_knobs_checks_and_runs_eight_judged_knob_experiments(c
         knob_lines = {"  C: 1.0          # inverse regularisation strength"} | {f"  - {n}" for n in FEATURES}
         assert diff and all(line[1:] in knob_lines for line in diff if line.startswith("-")), diff
         for line in (line[1:] for line in diff if line.startswith("+")):
-            assert line.startswith("  C: ") or line.removeprefix("  - ") in FEATURES, diff
+            name = line.removeprefix("  - ")
+            assert line.startswith("  C: ") or name in FEATURES or parse(name) is not None, diff
         assert set(config) - knob_lines <= set(_branch_file(repo, experiment["branch"]).splitlines())
 
 
