@@ -152,7 +152,7 @@ def test_check_passes_and_a_twelve_experiment_run_ships_a_gain_on_test(tmp_path)
     assert run.exit_code == 0, run.output
     kb, repo = KnowledgeBase.for_workspace(ws), WorkspaceRepo(ws)
     experiments = kb.experiments()
-    assert len(experiments) == 12 and all(e["recipe"] == "knobs" for e in experiments)
+    assert len(experiments) == 12 and all(e["recipe"] in ("knobs", "interaction") for e in experiments)
     shipped = [v for e in experiments for v in kb.verdicts(e["id"])[-1:] if v["decision"] == "ship"]
     assert shipped, [kb.verdicts(e["id"])[-1:] for e in experiments]
     for verdict in shipped:
