@@ -37,6 +37,9 @@ def test_a_demo_with_ndcg_at_10_judges_with_it_per_user(tmp_path):
     assert verdict["metric"] == "ndcg@10", verdict
     assert "test users" in verdict["rationale"] and "bootstrap replicates" in verdict["rationale"]
     assert verdict["ci_low"] <= verdict["delta"] <= verdict["ci_high"]
+    print(f"{experiment['title']}: {verdict['decision']}, ndcg@10 {verdict['control']:.4f} -> "
+          f"{verdict['treatment']:.4f}, delta {verdict['delta']:+.4f}, CI [{verdict['ci_low']:+.4f}, "
+          f"{verdict['ci_high']:+.4f}]; {verdict['rationale']}")
     for run in kb.runs(experiment["id"]):
         if run["status"] == "ok" and run["tier"] == "full":
             metrics = kb.metrics_for(run["id"])
