@@ -30,7 +30,7 @@ def tiny_workspace(tiny_template, tmp_path, guardrails: str = ""):
 def one_experiment(ws, train_py: str, settings: EvalSettings | None = None) -> dict:
     model = FakeChatModel()
     model.enqueue(proposal())
-    before = TINY_TRAIN
+    before = (ws.root / "train.py").read_text()          # main's file: the first answer's search text
     for attempt in range(3):      # the change, and a "repair" that keeps it for each of the 2 repair attempts
         content = train_py + ("" if attempt == 0 else f"\n# repair attempt {attempt}\n")
         model.enqueue(edit_reply(f"attempt {attempt}", "train.py", before, content))
