@@ -61,6 +61,7 @@ SAMPLERS = ("tpe", "random", "cmaes")
 SAMPLER_NAMES = {"tpe": "TPE", "random": "random", "cmaes": "CMA-ES"}
 FINISHED = ("failed", "evaluated", "merged", "rejected")
 MAX_ASKS = 30               # draws per proposal before giving up on finding an untried one
+TRIES_PER_KNOB = 4          # local scope: draws for one knob before moving to the next
 FLOAT_DIGITS = 4            # significant digits of a proposed float (readable diffs)
 
 
@@ -263,7 +264,9 @@ class KnobSearch:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 if moves:                                   # local: free one parameter, hold the rest
-                    knob = moves[(self.seed + len(trials) + attempt) % len(moves)]
+                    # each knob gets TRIES_PER_KNOB draws before the next (a features knob's draw may
+                    # pick the value main already has: another candidate, not another knob)
+                    knob = moves[(self.seed + len(trials) + len(proposals) + attempt // TRIES_PER_KNOB) % len(moves)]
                     free = (f"features.{knob}.{rng.choice(candidates[knob])}"
                             if manifest.knobs[knob].type == "features" else knob)
                     study.sampler = optuna.samplers.PartialFixedSampler(
