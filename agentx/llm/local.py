@@ -103,6 +103,18 @@ def install_runtime(say: Callable[[str], None] = lambda _: None) -> None:
                               f"(apt-get install build-essential cmake)")
 
 
+def _die_with_parent() -> None:
+    """In the server's child process: get SIGTERM when agentx dies, however it dies (Linux),
+    so a killed benchmark or test never leaves a model server holding a port and two cores."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -137,7 +149,8 @@ class LocalServer:
         if not runtime_ready():
             raise LocalModelError(f"{RUNTIME_REQUIREMENT} is not installed: `agentx llm local` builds it")
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
-        self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
+                                        preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
