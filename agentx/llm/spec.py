@@ -148,5 +148,7 @@ def make_chat_model(spec: ProviderSpec | str, **kw: Any) -> BaseChatModel:
     if spec.kind == "openai-compatible":
         # Local servers speak chat completions only, never the Responses API.
         kw.setdefault("use_responses_api", False)
+        # a bound on every answer: a small local model can ramble until its context is full
+        kw.setdefault("max_tokens", 2048)
         return ChatOpenAI(model=spec.model, base_url=spec.base_url, api_key=api_key, **kw)
     return ChatOpenAI(model=spec.model, api_key=api_key, **kw)
