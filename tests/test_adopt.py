@@ -81,6 +81,7 @@ def test_adopt_says_what_to_pass_when_it_cannot_tell(click_repo):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)      # eight experiments and the interaction statistics
 def test_adopted_repo_with_knobs_checks_and_runs_eight_judged_knob_experiments(click_repo):
     runner = CliRunner()
     assert runner.invoke(app, ["adopt", str(click_repo)]).exit_code == 0

@@ -140,6 +140,7 @@ def test_the_baseline_leaves_real_room_gradient_boosting_beats_it(splits, tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)      # twelve experiments: about 3 minutes alone, far more on a busy box
 def test_check_passes_and_a_twelve_experiment_run_ships_a_gain_on_test(tmp_path):
     """The acceptance run: 12 experiments of the default brain ship at least one knob change
     whose paired-seed test effect has its whole interval above zero."""

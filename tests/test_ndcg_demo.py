@@ -15,6 +15,7 @@ from tools.git_repo import resolve_template
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)      # a MovieLens baseline and one experiment: 2 to 4 minutes
 def test_a_demo_with_ndcg_at_10_judges_with_it_per_user(tmp_path):
     template = tmp_path / "movielens-ndcg"
     shutil.copytree(resolve_template("movielens-ctr"), template)

@@ -24,7 +24,7 @@ from agents.evaluator import EvalSettings
 from knowledge import KnowledgeBase
 from tools.git_repo import WorkspaceRepo
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]   # a 135M model on 2 CPU cores: minutes
 
 
 @pytest.fixture(scope="module")
