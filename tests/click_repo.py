@@ -123,26 +123,21 @@ def git(root, *args):
     subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True)
 
 
-def make_click_repo(tmp_path: Path, config: str = CONFIG) -> Path:
-    root = tmp_path / "hotel-clicks"
-    (root / "conf").mkdir(parents=True)
-    (root / "data.py").write_text(textwrap.dedent(DATA).lstrip())
-    (root / "train.py").write_text(textwrap.dedent(TRAIN).lstrip())
-    (root / "conf" / "model.yaml").write_text(config.lstrip())
-    (root / ".gitignore").write_text("__pycache__/\n")
-    git(tmp_path, "init", "-q", "-b", "main", str(root))
+def commit_repo(root: Path, files: dict[str, str], message: str) -> Path:
+    """A fresh git repository at `root` (branch main) holding `files`, committed by a person."""
+    for rel, text in {**files, ".gitignore": "__pycache__/\n"}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    git(root.parent, "init", "-q", "-b", "main", str(root))
     git(root, "config", "user.name", "A Person")
     git(root, "config", "user.email", "person@example.com")
     git(root, "add", ".")
-    git(root, "commit", "-q", "-m", "a click model")
+    git(root, "commit", "-q", "-m", message)
     return root
 
 
-
-
-def adopted_click_repo(tmp_path: Path, config: str = CONFIG, knobs: str = KNOBS) -> Path:
-    """The click repo adopted by `agentx adopt`, with `knobs` declared and committed."""
-    root = make_click_repo(tmp_path, config)
+def adopt_with_knobs(root: Path, knobs: str) -> Path:
+    """`agentx adopt` on `root`, then `knobs` appended to its manifest, committed."""
     result = CliRunner().invoke(app, ["adopt", str(root)])
     assert result.exit_code == 0, result.output
     manifest = root / "agentx.toml"
@@ -150,3 +145,14 @@ def adopted_click_repo(tmp_path: Path, config: str = CONFIG, knobs: str = KNOBS)
     git(root, "add", "agentx.toml", "features.yaml")
     git(root, "commit", "-q", "-m", "agentx manifest and catalog, knobs")
     return root
+
+
+def make_click_repo(tmp_path: Path, config: str = CONFIG) -> Path:
+    return commit_repo(tmp_path / "hotel-clicks", {"data.py": textwrap.dedent(DATA).lstrip(),
+                                                   "train.py": textwrap.dedent(TRAIN).lstrip(),
+                                                   "conf/model.yaml": config.lstrip()}, "a click model")
+
+
+def adopted_click_repo(tmp_path: Path, config: str = CONFIG, knobs: str = KNOBS) -> Path:
+    """The click repo adopted by `agentx adopt`, with `knobs` declared and committed."""
+    return adopt_with_knobs(make_click_repo(tmp_path, config), knobs)

@@ -7,10 +7,7 @@ The model reads the features `conf/model.json` lists; `make_planted_repo` commit
 import textwrap
 from pathlib import Path
 
-from typer.testing import CliRunner
-
-from agentx.cli import app
-from click_repo import git
+from click_repo import adopt_with_knobs, commit_repo
 
 FEATURES = [f"f{i}" for i in range(1, 11)]
 PLANTED = ("f7", "f8")
@@ -99,26 +96,10 @@ min_size = 3
 
 
 def make_planted_repo(tmp_path: Path) -> Path:
-    root = tmp_path / "planted-cross"
-    (root / "conf").mkdir(parents=True)
-    (root / "data.py").write_text(textwrap.dedent(DATA).lstrip())
-    (root / "train.py").write_text(textwrap.dedent(TRAIN).lstrip())
-    (root / "conf" / "model.json").write_text(CONFIG)
-    (root / ".gitignore").write_text("__pycache__/\n")
-    git(tmp_path, "init", "-q", "-b", "main", str(root))
-    git(root, "config", "user.name", "A Person")
-    git(root, "config", "user.email", "person@example.com")
-    git(root, "add", ".")
-    git(root, "commit", "-q", "-m", "a conversion model")
-    return root
+    return commit_repo(tmp_path / "planted-cross", {"data.py": textwrap.dedent(DATA).lstrip(),
+                                                    "train.py": textwrap.dedent(TRAIN).lstrip(),
+                                                    "conf/model.json": CONFIG}, "a conversion model")
 
 
 def adopted_planted_repo(tmp_path: Path) -> Path:
-    root = make_planted_repo(tmp_path)
-    result = CliRunner().invoke(app, ["adopt", str(root)])
-    assert result.exit_code == 0, result.output
-    manifest = root / "agentx.toml"
-    manifest.write_text(manifest.read_text() + KNOBS)
-    git(root, "add", "agentx.toml", "features.yaml")
-    git(root, "commit", "-q", "-m", "agentx manifest and catalog, knobs")
-    return root
+    return adopt_with_knobs(make_planted_repo(tmp_path), KNOBS)

@@ -51,7 +51,7 @@ def test_blocks_apply_in_order_and_new_files_are_whole(ws, tmp_path):
 def test_a_block_that_does_not_apply_exactly_once_changes_nothing(ws, edits, files, says):
     with pytest.raises(EditRefused, match=says):
         apply_change(ws, ws.root, change(("train.py", PRIOR, "changed"), *edits, files=files))
-    assert (ws.root / "train.py").read_text() == TINY_TRAIN           # all or nothing
+    assert (ws.root / "train.py").read_text() == TINY_TRAIN           # nothing was written
 
 
 def test_protected_paths_are_refused_outright(ws):

@@ -202,7 +202,7 @@ def test_local_moves_change_one_knob_and_respect_when(tiny_template):
         assert len(changed) == 1, p.params
         moved |= changed
         if changed == {"FEATURES"}:
-            assert len(set(p.params["FEATURES"]) ^ set(main["FEATURES"])) == 1, p.params   # one in or out
+            assert len(set(p.params["FEATURES"]) ^ set(main["FEATURES"])) == 1, p.params   # one name added, or one dropped
             assert p.title.startswith("Set knobs FEATURES ") and ("+" in p.title or "-" in p.title)
     assert moved == {"PRIOR_WEIGHT", "FEATURES", "SHUFFLE"}            # SMOOTH waits for SHUFFLE = true
     with pytest.raises(Exception, match="when names 'DEPTH'"):
