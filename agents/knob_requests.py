@@ -38,7 +38,7 @@ from agentx.state import Proposal
 from agentx.workspace import Manifest
 from tools.derived import parse
 from tools.feature_catalog import load_catalog
-from tools.knobs import KnobError, check_value, read_knob
+from tools.knobs import check_value, read_knob
 
 SET = re.compile(r"^\s*(?:please\s+)?(?:set|change|make|put)\s+(?:the\s+)?(?:knob\s+)?(?P<name>[\w .-]+?)\s+"
                  r"(?:to|=)\s+(?P<value>\S+?)\s*\.?\s*$|^\s*(?P<name2>[\w.-]+)\s*=\s*(?P<value2>\S+?)\s*$", re.I)
@@ -246,5 +246,3 @@ def _same(old: Any, new: Any) -> bool:
 def _show(value: Any) -> str:
     return "+".join(map(str, value)) if isinstance(value, list) else repr(value)
 
-
-__all__ = ["KnobError", "UnmappableRequest", "knob_request"]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from agents.feature_constraints import Constraints
 from agents.feature_selection import OfflineBrain, Problem, Selection
 from agents.feature_selection_llm import LLMFeatureBrain
+from agents.interactions import features_knob
 from agents.knob_search import KNOB_RECIPE, describe_change
 from agents.recipes import Recipe, RecipeRegistry, describe
 from agentx.errors import UserError
@@ -98,11 +99,6 @@ def record_selection(kb, selection: Selection, problem: Problem, version: str) -
     kb.log_event("feature_selection", {"version": version, **selection.as_dict(problem)})
 
 
-def features_knob(ws) -> str | None:
-    """The workspace's first declared features knob (`[knobs.*] type = "features"`), if any."""
-    return next((name for name, spec in ws.manifest.knobs.items() if spec.type == "features"), None)
-
-
 def subset_recipe(recipes: RecipeRegistry) -> Recipe:
     """The workspace's feature_subset recipe, or a UserError saying how to get one."""
     recipe = recipes.find(RECIPE)
@@ -117,7 +113,7 @@ def subset_recipe(recipes: RecipeRegistry) -> Recipe:
 
 def check_runnable(ws) -> None:
     """Raise a UserError when a selection could not become an experiment here (before any statistics)."""
-    if features_knob(ws) is None:
+    if features_knob(ws.manifest) is None:
         subset_recipe(ws.recipes)
 
 
@@ -139,7 +135,7 @@ def proposal_for(ws, selection: Selection, version: str, crosses: list[Cross] = 
     knob at main's value) plus a derived product(a,b) per given cross, or else a
     feature_subset proposal of the workspace's recipes (which cannot take crosses)."""
     rationale = f"MoFA selection by the {selection.brain}; statistics {version}"
-    knob = features_knob(ws)
+    knob = features_knob(ws.manifest)
     if knob is None and crosses:
         raise UserError("--crosses needs a features knob ([knobs.NAME] type = \"features\"): the harness adds a "
                         "derived column only where a features knob lists it")

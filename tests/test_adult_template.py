@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.util
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -30,15 +28,10 @@ from tools.git_repo import WorkspaceRepo, resolve_template
 from tools.knobs import check_value, read_knob, write_knob
 from tools.scoring import auc
 
+from test_second_template import load_module, make_run_dir
+
 TEMPLATE = resolve_template("adult-income")
 ROWS, POSITIVES = 48842, 11687
-
-
-def load_module(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -56,17 +49,6 @@ def prepared(data_module, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def splits(prepared) -> dict[str, pd.DataFrame]:
     return {name: pd.read_csv(prepared / f"{name}.csv") for name in ("train", "valid", "test")}
-
-
-def make_run_dir(root: Path, splits: dict[str, pd.DataFrame], seed: int) -> Path:
-    """A run directory as the harness lays it out: labels only in train.csv."""
-    root.mkdir(parents=True)
-    (root / "run.json").write_text(json.dumps({"run_id": "t", "seed": seed, "tier": "full", "epochs": 1,
-                                               "device": "auto"}))
-    splits["train"].to_csv(root / "train.csv", index=False)
-    for name in ("valid", "test"):
-        splits[name].drop(columns="label").to_csv(root / f"{name}.csv", index=False)
-    return root
 
 
 def test_prepare_writes_stratified_splits_without_race_or_sex(data_module, splits):
