@@ -17,7 +17,6 @@ Two brains behind one `propose()`:
 from __future__ import annotations
 
 import json
-import math
 import re
 import tempfile
 from dataclasses import dataclass
@@ -25,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.applicability import DryRun, canonical, dry_run, tried_configurations
+from agents.applicability import DryRun, canonical, dry_run
+from agents.harness_spec import Policy, active_version
+from agents.policy import ArmStats, choice_probabilities, posterior
 from agents import interactions
 from agents.knob_requests import knob_request
 from agents.knob_search import KNOB_RECIPE, KnobSearch
@@ -34,21 +35,43 @@ from agents.recipes import RecipeRegistry, all_params, describe
 from agentx.errors import UserError
 from agentx.state import Proposal, ProposalList
 
-FAILURE_REWARD = -0.005     # a crash, a veto or a reviewer's rejection, in metric units
-PRIOR_SD = 0.01             # how far from zero an untried recipe's effect may plausibly be
-FAMILY_WEIGHT = 0.5         # an outcome of a sibling recipe counts half
-# Prior beliefs before any outcome, from the research cards: explicit feature interactions,
-# user-history pooling and cold-start gating are the changes CTR work most often reports
-# gains from; capacity and optimisation knobs are a coin flip. The history overrides these
-# after a few outcomes (each prior weighs as one observation).
-PRIOR_MEAN = {"interaction": 0.002, "sequence": 0.002, "cold_start": 0.001, "ensemble": 0.001}
+FAILURE_REWARD = Policy().failure_reward    # the default policy's; the active harness may differ
+
+
+# The family of the arms that are not recipes (their siblings pool with recipes of that family).
+_ARM_FAMILY = {KNOB_RECIPE: "knobs", interactions.INTERACTION_RECIPE: "interaction"}
+
+
+@dataclass(frozen=True)
+class ArmOutcome:
+    n: int
+    total: float
+
+
+def recipe_outcomes(kb, sign: int, failure_reward: float) -> dict[str, ArmOutcome]:
+    """recipe -> (count, sum of rewards) of its finished experiments."""
+    out: dict[str, ArmOutcome] = {}
+    for recipe, reward in outcomes(kb, sign, failure_reward):
+        o = out.get(recipe, ArmOutcome(0, 0.0))
+        out[recipe] = ArmOutcome(o.n + 1, o.total + reward)
+    return out
+
+
+def tried_params(kb, recipe: str, keys: list[str]) -> set[str]:
+    """Which of `keys` (canonical params) have an experiment with `recipe`."""
+    rows = kb.query("SELECT params FROM experiments WHERE recipe = ?", [recipe])
+    return {canonical(r["params"] or {}) for r in rows} & set(keys)
+
+
+def experiment_count(kb) -> int:
+    return kb.query("SELECT count(*) AS n FROM experiments")[0]["n"]
 
 
 class NoMatchingRecipe(UserError):
     """A chat request the heuristic brain cannot map onto its recipe library."""
 
 
-def outcomes(kb, sign: int) -> list[tuple[str, float]]:
+def outcomes(kb, sign: int, failure_reward: float = FAILURE_REWARD) -> list[tuple[str, float]]:
     """(recipe, reward) per finished experiment: signed validation effect, or a failure penalty."""
     rows = kb.query("""
         SELECT e.recipe, e.status, v.decision, v.valid_delta, p.state AS pr_state
@@ -59,22 +82,26 @@ def outcomes(kb, sign: int) -> list[tuple[str, float]]:
     rewards = []
     for row in rows:
         if row["status"] == "failed" or row["decision"] == "vetoed" or row["valid_delta"] is None:
-            reward = FAILURE_REWARD
+            reward = failure_reward
         else:
             reward = sign * row["valid_delta"]
         if row["pr_state"] == "rejected":
-            reward = min(reward, FAILURE_REWARD)
+            reward = min(reward, failure_reward)
         rewards.append((row["recipe"], reward))
     return rewards
 
 
 @dataclass(frozen=True)
 class Scored:
-    recipe: str
+    stats: ArmStats
     params: dict
     mean: float
     sd: float
     draw: float
+
+    @property
+    def recipe(self) -> str:
+        return self.stats.arm
 
 
 class HeuristicBrainstorm:
@@ -84,88 +111,94 @@ class HeuristicBrainstorm:
         self.seed = seed
         self.knobs = KnobSearch(sampler=sampler, seed=seed)
 
-    def knob_arm(self, ws) -> Scored | None:
-        """The knobs' arm: a Thompson draw from the outcomes of past knob experiments (prior
-        N(0, PRIOR_SD)), ranked with the recipes; None when no knobs are declared."""
-        if not ws.manifest.knobs:
-            return None
-        own = [reward for recipe, reward in outcomes(ws.kb, ws.manifest.metric.sign) if recipe == KNOB_RECIPE]
-        mean, sd = sum(own) / (1.0 + len(own)), PRIOR_SD / math.sqrt(1.0 + len(own))
-        rng = np.random.default_rng(self.seed + 7919 + len(own))
-        return Scored(KNOB_RECIPE, {}, mean, sd, float(rng.normal(mean, sd)))
+    def arms(self, ws, policy: Policy, check: DryRun | None = None) -> list[tuple[ArmStats, dict]]:
+        """Every arm that can be proposed now, with its outcome statistics and, for a recipe, its
+        first untried parameters that apply to main (`check`: a dry run, None when it applies).
+        One arm per recipe, so a recipe with a big grid is not favoured; the knobs (when
+        declared) and the interactions recipe (when it has a cross to propose) are arms too."""
+        kb, recipes, sign = ws.kb, ws.recipes, ws.manifest.metric.sign
+        own = recipe_outcomes(kb, sign, policy.failure_reward)
+        by_family: dict[str, tuple[int, float]] = {}
+        for name, o in own.items():
+            family = recipes.family(name) if name in recipes else _ARM_FAMILY.get(name)
+            if family is not None:
+                n, total = by_family.get(family, (0, 0.0))
+                by_family[family] = (n + o.n, total + o.total)
 
-    def interaction_arm(self, ws) -> Scored:
-        """The interactions' arm (agents/interactions.py): a Thompson draw from past interaction
-        experiments, prior mean that of the "interaction" family."""
-        own = [reward for recipe, reward in outcomes(ws.kb, ws.manifest.metric.sign)
-               if recipe == interactions.INTERACTION_RECIPE]
-        mean = (interactions.PRIOR_MEAN + sum(own)) / (1.0 + len(own))
-        sd = PRIOR_SD / math.sqrt(1.0 + len(own))
-        rng = np.random.default_rng(self.seed + 104729 + len(own))
-        return Scored(interactions.INTERACTION_RECIPE, {}, mean, sd, float(rng.normal(mean, sd)))
+        def stats(arm: str, family: str) -> ArmStats:
+            o = own.get(arm)
+            n, total = (o.n, o.total) if o else (0, 0.0)
+            fam_n, fam_total = by_family.get(family, (0, 0.0))
+            return ArmStats(arm, family, n, total, fam_n - n, fam_total - total)
 
-    def rank(self, recipes: RecipeRegistry, kb, sign: int, check: DryRun | None = None) -> list[Scored]:
-        """One Thompson draw per recipe of `recipes` (so a recipe with a big grid is not
-        favoured), each carrying its first untried parameters; `check(recipe, params)` (a dry
-        run: None when it applies) filters out what cannot apply to the current code (e.g.
-        dropping a feature the model lacks)."""
-        by_recipe: dict[str, list[float]] = {}
-        by_family: dict[str, list[float]] = {}
-        for recipe, reward in outcomes(kb, sign):
-            by_recipe.setdefault(recipe, []).append(reward)
-            if recipe in recipes:
-                by_family.setdefault(recipes.family(recipe), []).append(reward)
-        tried = tried_configurations(kb)
-        rng = np.random.default_rng(self.seed + len(tried))
-        scored = []
+        out = []
         for recipe in recipes:
-            name = recipe.name
-            untried = [p for p in all_params(recipe) if (name, canonical(p)) not in tried
-                       and (check is None or check(recipe, p) is None)]
-            if not untried:
-                continue
-            own = by_recipe.get(name, [])
-            siblings = by_family.get(recipe.family, [])
-            weight = len(own) + FAMILY_WEIGHT * (len(siblings) - len(own))
-            total = sum(own) + FAMILY_WEIGHT * (sum(siblings) - sum(own))
-            prior = PRIOR_MEAN.get(recipe.family, 0.0)
-            mean = (prior + total) / (1.0 + weight)   # the prior counts as one pseudo-observation
-            sd = PRIOR_SD / math.sqrt(1.0 + weight)
-            scored.append(Scored(name, untried[0], mean, sd, float(rng.normal(mean, sd))))
-        return sorted(scored, key=lambda s: s.draw, reverse=True)
+            grid = all_params(recipe)
+            done = tried_params(kb, recipe.name, [canonical(p) for p in grid])
+            untried = (p for p in grid if canonical(p) not in done and (check is None or check(recipe, p) is None))
+            first = next(untried, None)
+            if first is not None:
+                out.append((stats(recipe.name, recipe.family), first))
+        if ws.manifest.knobs:
+            out.append((stats(KNOB_RECIPE, _ARM_FAMILY[KNOB_RECIPE]), {}))
+        return out
+
+    def decide(self, arms: list[tuple[ArmStats, dict]], policy: Policy, k: int, history: int) -> list[Scored]:
+        """One Thompson draw per arm, best first."""
+        rng = np.random.default_rng(self.seed + history)
+        scored = []
+        for s, params in arms:
+            mean, sd = posterior(policy, s)
+            scored.append(Scored(s, params, mean, sd, float(rng.normal(mean, sd))))
+        return sorted(scored, key=lambda x: x.draw, reverse=True)
 
     def propose(self, ws, k: int, request: str | None = None) -> list[Proposal]:
         if request:
             return [self.match(ws, request)]
+        policy = active_version(ws.kb).spec.policy
         with tempfile.TemporaryDirectory() as scratch:
-            ranked = self.rank(ws.recipes, ws.kb, ws.manifest.metric.sign, dry_run(ws, Path(scratch) / "scratch"))
-        if (arm := self.knob_arm(ws)) is not None:
-            ranked = sorted([*ranked, arm], key=lambda s: s.draw, reverse=True)
+            arms = self.arms(ws, policy, dry_run(ws, Path(scratch) / "scratch"))
         cross = interactions.propose(ws, ws.harness.progress)
         if cross is not None:
-            ranked = sorted([*ranked, self.interaction_arm(ws)], key=lambda s: s.draw, reverse=True)
-        ws.kb.log_event("brainstorm_ranking", {"brain": "heuristic", "candidates": [s.__dict__ for s in ranked]})
+            own = recipe_outcomes(ws.kb, ws.manifest.metric.sign, policy.failure_reward)
+            o = own.get(interactions.INTERACTION_RECIPE)
+            arms.append((ArmStats(interactions.INTERACTION_RECIPE, _ARM_FAMILY[interactions.INTERACTION_RECIPE],
+                                  o.n if o else 0, o.total if o else 0.0), {}))
+        history = experiment_count(ws.kb)
+        ranked = self.decide(arms, policy, k, history)
         chosen = ranked[:k]
+        stats = [s for s, _ in arms]
+        probabilities = choice_probabilities(policy, stats, len(chosen))
+        propensity = {s.arm: float(p) for s, p in zip(stats, probabilities)}
+        context = {"k": len(chosen), "arms": [s.as_dict() for s in stats]}
+        ws.kb.log_event("brainstorm_ranking", {"brain": "heuristic", "candidates": [
+            {"recipe": s.recipe, "params": s.params, "mean": s.mean, "sd": s.sd, "draw": s.draw,
+             "propensity": propensity[s.recipe]} for s in ranked]})
         # the knobs' arm fills every slot the recipes cannot (one knob configuration per slot)
-        wanted = sum(s.recipe == KNOB_RECIPE for s in chosen) + (k - len(chosen) if arm is not None else 0)
+        has_knobs = any(s.arm == KNOB_RECIPE for s in stats)
+        wanted = sum(s.recipe == KNOB_RECIPE for s in chosen) + (k - len(chosen) if has_knobs else 0)
         knobs = iter(self.knobs.propose(ws, wanted) if wanted else [])
+        logged = {"context": context}
         proposals = []
         for s in chosen:
+            why = f"Thompson draw {s.draw:+.4f} from N({s.mean:+.4f}, {s.sd:.4f})"
+            decision = {**logged, "arm": s.recipe, "propensity": propensity[s.recipe]}
             if s.recipe == interactions.INTERACTION_RECIPE and cross is not None:
-                proposals.append(cross.model_copy(update={"score": s.draw, "rationale": (
-                    f"{cross.rationale}; the interactions' arm won the Thompson draw ({s.draw:+.4f} from "
-                    f"N({s.mean:+.4f}, {s.sd:.4f}) over past interaction experiments)")}))
+                proposals.append(cross.model_copy(update={"score": s.draw, "decision": decision, "rationale": (
+                    f"{cross.rationale}; the interactions' arm won the draw ({why} over past interaction "
+                    "experiments)")}))
             elif s.recipe != KNOB_RECIPE:
                 proposals.append(Proposal(title=describe(ws.recipes.get(s.recipe), s.params), recipe=s.recipe,
                                           params=s.params, hypothesis=ws.recipes.get(s.recipe).hypothesis,
-                                          score=s.draw, source="brainstorm",
-                                          rationale=f"Thompson draw {s.draw:+.4f} from N({s.mean:+.4f}, {s.sd:.4f}) "
-                                                    "over past validation effects of this recipe and its family"))
+                                          score=s.draw, source="brainstorm", decision=decision,
+                                          rationale=f"{why} over past validation effects of this recipe and its "
+                                                    "family"))
             elif (proposal := next(knobs, None)) is not None:
-                proposals.append(proposal.model_copy(update={"score": s.draw, "rationale": (
-                    f"{proposal.rationale}; the knobs' arm won the Thompson draw ({s.draw:+.4f} from "
-                    f"N({s.mean:+.4f}, {s.sd:.4f}) over past knob experiments)")}))
-        proposals += list(knobs)
+                proposals.append(proposal.model_copy(update={"score": s.draw, "decision": decision, "rationale": (
+                    f"{proposal.rationale}; the knobs' arm won the draw ({why} over past knob experiments)")}))
+        proposals += [p.model_copy(update={"decision": {**logged, "arm": KNOB_RECIPE,
+                                                        "propensity": propensity.get(KNOB_RECIPE)}})
+                      for p in knobs]
         return proposals[:k]
 
     def match(self, ws, request: str) -> Proposal:
@@ -193,8 +226,8 @@ class HeuristicBrainstorm:
                                    "Rephrase with one of those, or use an LLM brain (--llm SPEC) for free-form requests.")
         _, name = max(hits)
         recipe = ws.recipes.get(name)
-        tried = tried_configurations(ws.kb)
-        untried = [p for p in all_params(recipe) if (name, canonical(p)) not in tried]
+        done = tried_params(ws.kb, name, [canonical(p) for p in all_params(recipe)])
+        untried = [p for p in all_params(recipe) if canonical(p) not in done]
         params = (untried or all_params(recipe))[0]
         return Proposal(title=describe(recipe, params), recipe=name, params=params, source="chat",
                         hypothesis=recipe.hypothesis, rationale=f"matched the request {request!r} to recipe {name}")
@@ -208,11 +241,12 @@ class LLMBrainstorm:
         self.name = f"LLM brain ({client.provider}:{client.model_name})"
 
     def propose(self, ws, k: int, request: str | None = None) -> list[Proposal]:
+        harness = active_version(ws.kb).spec
         if request:
-            answer = self.client.decide("brainstorm", render_prompt("chat", request=request,
+            answer = self.client.decide("brainstorm", render_prompt("chat", harness, request=request,
                                                                     recipes=recipe_table(ws.recipes)), Proposal)
             return [checked(ws.recipes, answer).model_copy(update={"source": "chat"})]
-        prompt = render_prompt("brainstorm", k=k, request=request or "(none: propose the most promising ideas)",
+        prompt = render_prompt("brainstorm", harness, k=k, request=request or "(none: propose the most promising ideas)",
                                history=history_table(ws.kb), architecture=architecture(ws),
                                recipes=recipe_table(ws.recipes), cards=cards_digest(ws.kb),
                                metric=f"{ws.manifest.metric.primary} ({ws.manifest.metric.direction})")

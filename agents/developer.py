@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from agents.interactions import INTERACTION_RECIPE
 from agents.knob_search import KNOB_RECIPE, apply_knobs
 from tools.knobs import KnobError
+from agents.harness_spec import active_version
 from agents.prompts import render_prompt
 from agents.recipes import RecipeNotApplicable
 from tools.git_repo import NothingToCommitError
@@ -105,14 +106,14 @@ class LLMDeveloper:
         self.name = f"LLM brain ({client.provider}:{client.model_name})"
 
     def implement(self, ws, experiment: dict, path) -> str:
-        prompt = render_prompt("develop", title=experiment["title"], hypothesis=experiment.get("hypothesis") or "",
+        prompt = render_prompt("develop", active_version(ws.kb).spec, title=experiment["title"], hypothesis=experiment.get("hypothesis") or "",
                                recipe=experiment.get("recipe") or "(free-form)",
                                params=json.dumps(experiment.get("params") or {}),
                                entrypoint=ws.manifest.train.entrypoint, **_files_context(ws, path))
         return self._change(ws, experiment, path, prompt)
 
     def repair(self, ws, experiment: dict, path, kind: str, failure: str) -> str:
-        prompt = render_prompt("repair", title=experiment["title"], hypothesis=experiment.get("hypothesis") or "",
+        prompt = render_prompt("repair", active_version(ws.kb).spec, title=experiment["title"], hypothesis=experiment.get("hypothesis") or "",
                                kind=kind, failure=failure[-4000:], **_files_context(ws, path))
         return self._change(ws, experiment, path, prompt)
 

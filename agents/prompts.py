@@ -1,4 +1,5 @@
-"""Prompt templates live as markdown files in `agents/prompts/<name>.md`; code only fills
+"""Prompt templates ship as markdown files in `agents/prompts/<name>.md` and seed the default
+harness version (agents/harness_spec.py), whose sections the loop renders; code only fills
 them in. Placeholders are `$name` (string.Template), so the JSON braces that prompts often
 contain need no escaping; `$$` is a literal dollar sign.
 """
@@ -29,8 +30,12 @@ def load_prompt(name: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def render_prompt(name: str, **values: object) -> str:
-    """Template `name` with its `$placeholders` filled in; a missing value raises KeyError."""
+def render_prompt(name: str, harness=None, **values: object) -> str:
+    """Prompt `name` of `harness` (an agents.harness_spec.HarnessSpec: its sections and its
+    agent's playbook; the loop passes the workspace's active version) with its `$placeholders`
+    filled in; a missing value raises KeyError. Without a harness, the shipped template."""
+    if harness is not None:
+        return harness.render(name, **values)
     template = Template(load_prompt(name))
     try:
         return template.substitute({k: str(v) for k, v in values.items()})

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from agentx import cli_adopt, cli_features, cli_llm, cli_loop, cli_recipes, cli_show
+from agentx import cli_adopt, cli_features, cli_harness, cli_llm, cli_loop, cli_recipes, cli_show
 from agentx.cli_common import UnsandboxedOpt, WaitOpt, WorkspaceOpt, check_tier, console, fail, open_workspace
 from agentx.errors import UserError
 
@@ -34,6 +34,8 @@ app.command()(cli_recipes.recipes)
 app.command()(cli_adopt.adopt)
 app.add_typer(cli_loop.pr_app, name="pr")
 app.add_typer(cli_llm.llm_app, name="llm")
+app.command()(cli_harness.evolve)
+app.add_typer(cli_harness.harness_app, name="harness")
 
 
 @app.command()
@@ -225,7 +227,7 @@ def demo(
     baseline(directory, seeds=seeds, tier="full", reuse=True, wait=wait, unsandboxed=unsandboxed)
     cli_loop.loop(directory, brain="heuristic", experiments=experiments, until=None, budget_minutes=None,
                   llm_dollars=None, parallel=1, seeds=seeds, max_seeds=seeds + 1, wait=wait,
-                  unsandboxed=unsandboxed)
+                  unsandboxed=unsandboxed, evolve_every=5)
     console.print(f"branches: git -C {directory} branch --list 'agentx/*'; "
                   f"pull requests: agentx pr list --all --workspace {directory}")
 

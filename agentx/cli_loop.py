@@ -17,8 +17,11 @@ from agentx.errors import UserError
 LlmOpt = Annotated[str, typer.Option("--llm", help="brain: 'heuristic' (default, no LLM), 'openai:<model>', "
                                      "'anthropic:<model>' or 'openai-compatible:<base_url>#<model>'")]
 ParallelOpt = Annotated[int, typer.Option(min=1, help="experiments in flight at once (one kernel each)")]
-SeedsOpt = Annotated[int, typer.Option(min=1, help="paired seeds per arm before the first judgement")]
-MaxSeedsOpt = Annotated[int, typer.Option(min=1, help="seeds an inconclusive result may grow to")]
+SeedsOpt = Annotated[int | None, typer.Option(min=1, help="paired seeds per arm before the first judgement "
+                                              "(default: the active harness version's, 2 until evolved)")]
+MaxSeedsOpt = Annotated[int | None, typer.Option(min=1, help="seeds an inconclusive result may grow to (default: "
+                                                 "the harness version's, 3 until evolved)")]
+EvolveOpt = Annotated[int, typer.Option(min=0, help="run a harness-evolution step every N experiments (0: never)")]
 DollarsOpt = Annotated[float | None, typer.Option("--llm-dollars", help="stop spending on LLM calls past this")]
 EvalTierOpt = Annotated[str, typer.Option("--tier", callback=check_tier, help="tier the arms are compared at: "
                                           "full (default) or micro (a quick smoke run whose numbers mean little)")]
@@ -81,8 +84,9 @@ def no_verdict_reason(kb, rows: list[dict], stop_reason: str | None, workspace: 
 
 
 def loop(workspace: Path, *, brain: str, experiments: int | None, until: str | None, budget_minutes: float | None,
-         llm_dollars: float | None, parallel: int, seeds: int, max_seeds: int, request: str | None = None,
-         key: str = "run", tier: str = "full", wait: bool = False, unsandboxed: bool = False) -> None:
+         llm_dollars: float | None, parallel: int, seeds: int | None, max_seeds: int | None,
+         request: str | None = None, key: str = "run", tier: str = "full", wait: bool = False,
+         unsandboxed: bool = False, evolve_every: int = 5) -> None:
     """Run the loop and print what it did; exit 1 when no experiment of this invocation got a
     verdict, 2 (one line, no traceback) on bad input, LLM provider errors and a locked KB."""
     from agentx.brains import make_brains
@@ -102,9 +106,17 @@ def loop(workspace: Path, *, brain: str, experiments: int | None, until: str | N
     try:
         brains = make_brains(ws.kb, brain, dollar_cap=llm_dollars)
         budget = Budget.build(experiments=experiments, until=until, minutes=budget_minutes, llm_dollars=llm_dollars)
-        ctx = LoopContext(ws, brains.brainstorm, brains.developer, EvalSettings(tier=tier, seeds=seeds,
-                                                                            max_seeds=max(seeds, max_seeds)),
-                          parallel=parallel, progress=progress, llm_clients=brains.clients)
+        from agents.harness_evolution import Evolver, LLMProposer
+        from agents.harness_spec import active_version
+        harness = active_version(ws.kb)
+        settings = EvalSettings(tier=tier, seeds=seeds or harness.spec.seeds.initial,
+                                max_seeds=max(seeds or harness.spec.seeds.initial, max_seeds or harness.spec.seeds.max))
+        evolver = Evolver(LLMProposer(brains.clients[0]), brains.clients[0]) if brains.clients else Evolver()
+        ctx = LoopContext(ws, brains.brainstorm, brains.developer, settings, parallel=parallel, progress=progress,
+                          llm_clients=brains.clients, evolve_every=evolve_every or 10**9, evolver=evolver,
+                          seeds_from_harness=seeds is None and max_seeds is None)
+        progress(f"harness: {harness.short} ({harness.proposer}); evolution "
+                 + (f"every {evolve_every} experiments" if evolve_every else "off"))
         progress(f"brains: {brains.description}")
         before = {r["id"] for r in experiment_rows(ws.kb)}
         result = run_loop(ctx, budget, request=request, key=key)
@@ -129,8 +141,8 @@ def run(workspace: WorkspaceOpt,
         until: Annotated[str | None, typer.Option(help="stop starting new work at this local time, HH:MM")] = None,
         budget_minutes: Annotated[float | None, typer.Option(help="stop starting new work after M minutes")] = None,
         llm: LlmOpt = "heuristic", llm_dollars: DollarsOpt = None, parallel: ParallelOpt = 1,
-        seeds: SeedsOpt = 2, max_seeds: MaxSeedsOpt = 3, tier: EvalTierOpt = "full", wait: WaitOpt = False,
-        unsandboxed: UnsandboxedOpt = False) -> None:
+        seeds: SeedsOpt = None, max_seeds: MaxSeedsOpt = None, tier: EvalTierOpt = "full", wait: WaitOpt = False,
+        unsandboxed: UnsandboxedOpt = False, evolve_every: EvolveOpt = 5) -> None:
     """Run the closed loop (brainstorm -> develop -> evaluate -> record) until a budget ends.
 
     Run the same command again after an interruption (Ctrl-C, kill, reboot): it resumes the
@@ -143,12 +155,12 @@ def run(workspace: WorkspaceOpt,
     workspace or knowledge base), in one line that says what to do."""
     loop(workspace, brain=llm, experiments=experiments, until=until, budget_minutes=budget_minutes,
          llm_dollars=llm_dollars, parallel=parallel, seeds=seeds, max_seeds=max_seeds, tier=tier, wait=wait,
-         unsandboxed=unsandboxed)
+         unsandboxed=unsandboxed, evolve_every=evolve_every)
 
 
 def ask(request: Annotated[str, typer.Argument(help='what to try, e.g. "try a cross network on the ranker"')],
         workspace: WorkspaceOpt, llm: LlmOpt = "heuristic", llm_dollars: DollarsOpt = None,
-        seeds: SeedsOpt = 2, max_seeds: MaxSeedsOpt = 3, wait: WaitOpt = False,
+        seeds: SeedsOpt = None, max_seeds: MaxSeedsOpt = None, wait: WaitOpt = False,
         unsandboxed: UnsandboxedOpt = False) -> None:
     """Turn a request in plain words into one experiment and run it through the loop.
 
@@ -159,7 +171,7 @@ def ask(request: Annotated[str, typer.Argument(help='what to try, e.g. "try a cr
     that says what to do."""
     loop(workspace, brain=llm, experiments=1, until=None, budget_minutes=None, llm_dollars=llm_dollars,
          parallel=1, seeds=seeds, max_seeds=max_seeds, request=request, key="ask", wait=wait,
-         unsandboxed=unsandboxed)
+         unsandboxed=unsandboxed, evolve_every=0)
 
 
 pr_app = typer.Typer(no_args_is_help=True, help="Review the pull requests experiments produce: list, show, approve, reject.")

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agents.harness_spec import tier_overrides
 from agents.recipes.registry import RecipeRegistry, registry_for
 from agentx.committed import require_committed
 from agentx.lock import WorkspaceLock, lock_workspace
@@ -58,6 +59,7 @@ class Workspace:
                          "labels and change files, and every verdict will say so")
             harness = Harness(root, manifest, kb, cache_dir(), progress=progress, warm_kernels=warm_kernels,
                               sandboxed=sandboxed)
+            harness.tier_overrides = lambda tier: tier_overrides(kb, tier)
         except BaseException:
             if held is not None:
                 held.release()

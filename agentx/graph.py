@@ -18,7 +18,7 @@ import json
 import sqlite3
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from langgraph.checkpoint.sqlite import SqliteSaver
@@ -29,6 +29,7 @@ from langgraph.types import Send
 from agents import developer as dev
 from agents.evaluator import ControlFailed, EvalSettings, evaluate, roll_out, train_rows
 from agents.harness_evolution import evolve
+from agents.harness_spec import active_version
 from agents.applicability import no_proposals_reason, survey
 from agents.recipes import slug as recipe_slug
 from agentx.errors import UserError
@@ -47,6 +48,8 @@ class LoopContext:
     settings: EvalSettings = field(default_factory=EvalSettings)
     parallel: int = 1
     evolve_every: int = 5
+    evolver: object | None = None                # agents.harness_evolution.Evolver; None: the offline one
+    seeds_from_harness: bool = False             # paired seeds from the active harness version, not `settings`
     progress: Callable[[str], None] = lambda _: None
     llm_clients: list = field(default_factory=list)
 
@@ -79,9 +82,13 @@ def brainstorm(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
 def create_experiment(ws, proposal: Proposal) -> str:
     recipe = ws.recipes.find(proposal.recipe)
     slug = recipe_slug(recipe, proposal.params) if recipe else sanitize_slug(proposal.title)
+    decision = proposal.decision or {}
     return ws.kb.add_experiment(title=proposal.title, slug=slug, recipe=proposal.recipe, params=proposal.params,
                                 hypothesis=proposal.hypothesis, proposal=proposal.model_dump(),
-                                source=proposal.source, status="proposed", base_commit=ws.repo.head())
+                                source=proposal.source, status="proposed", base_commit=ws.repo.head(),
+                                harness_version=active_version(ws.kb).id,
+                                arm=decision.get("arm") or proposal.recipe or "free-form",
+                                propensity=decision.get("propensity"), decision_context=decision.get("context"))
 
 
 def fan_out(state: LoopState) -> list[Send] | str:
@@ -96,13 +103,18 @@ def close_round(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
 
 
 def after_round(state: LoopState, runtime: Runtime[LoopContext]) -> str:
-    if state.get("stop_reason"):
-        return END
-    return "evolve_harness" if state.get("since_evolve", 0) >= runtime.context.evolve_every else "brainstorm"
+    # an evolution step that is due runs even when the budget just ended (it learns from the
+    # round that ended it); the brainstorm after it sees the budget and ends the loop
+    if state.get("since_evolve", 0) >= runtime.context.evolve_every:
+        return "evolve_harness"
+    return END if state.get("stop_reason") else "brainstorm"
 
 
 def evolve_harness(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
-    evolve(runtime.context.ws)
+    ctx = runtime.context
+    step = evolve(ctx.ws, ctx.evolver)
+    for line in step.lines():
+        ctx.progress(f"evolve: {line}")
     return {"since_evolve": 0}
 
 
@@ -137,17 +149,21 @@ def evaluate_experiment(state: ExperimentState, runtime: Runtime[LoopContext]) -
         return {"outcome": "stopped", "failure_kind": "budget", "failure_detail": reason}
     experiment = ctx.ws.kb.get_experiment(exp_id)
     worktree = next(w for w in ctx.ws.repo.experiments() if w.exp_id == exp_id)
-    ctx.progress(f"{exp_id}: evaluating control vs treatment, {ctx.settings.tier} tier, "
-                 f"{ctx.settings.seeds}+ paired seeds")
+    settings = ctx.settings
+    if ctx.seeds_from_harness:
+        seeds = active_version(ctx.ws.kb).spec.seeds
+        settings = replace(settings, seeds=seeds.initial, max_seeds=max(seeds.initial, seeds.max))
+    ctx.progress(f"{exp_id}: evaluating control vs treatment, {settings.tier} tier, "
+                 f"{settings.seeds}+ paired seeds")
     try:
-        verdict = evaluate(ctx.ws, experiment, worktree.path, ctx.settings)
+        verdict = evaluate(ctx.ws, experiment, worktree.path, settings)
     except ControlFailed as exc:
         ctx.progress(f"{exp_id}: no verdict: {exc.detail.splitlines()[0]}")
         return {"outcome": "failed", "failure_kind": f"control_{exc.kind}", "failure_detail": exc.detail}
     if verdict.decision == "ship":
         ctx.progress(f"{exp_id}: offline ship; staged rollout to "
                      f"{' -> '.join(f'{s:.0%}' for s in ctx.settings.rollout_shares)} of users")
-        verdict, rollout = roll_out(ctx.ws, experiment, verdict, ctx.settings)
+        verdict, rollout = roll_out(ctx.ws, experiment, verdict, settings)
         ctx.progress(f"{exp_id}: {rollout.reason}")
     ctx.ws.kb.add_verdict(**verdict.row(exp_id))
     ctx.ws.kb.update_experiment(exp_id, status="evaluated")

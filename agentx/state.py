@@ -13,6 +13,7 @@ import time
 from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 
 class Proposal(BaseModel):
@@ -25,6 +26,9 @@ class Proposal(BaseModel):
     rationale: str = Field(default="", description="why this is worth trying now, given the history")
     source: Literal["brainstorm", "chat", "review", "cli"] = "brainstorm"
     score: float | None = Field(default=None, description="the ranking score behind the choice")
+    # The heuristic brain's logged decision (arm, propensity, every candidate arm's posterior
+    # inputs) for the evolution's off-policy gate; not part of the schema an LLM answers in.
+    decision: SkipJsonSchema[dict[str, Any] | None] = Field(default=None, exclude=True)
 
 
 class ProposalList(BaseModel):

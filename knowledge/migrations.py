@@ -173,12 +173,47 @@ def m005_llm_method(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE llm_calls ADD COLUMN method TEXT")
 
 
+def m006_harness_evolution(con: duckdb.DuckDBPyConnection) -> None:
+    """Versioned harnesses (agents/harness_spec.py) and what the evolution reads per experiment:
+    a harness version's whole content, its status and the gate's evidence; per experiment the
+    brainstorm's arm, its choice probability and the posterior inputs of every candidate arm."""
+    for column, kind in (("hash", "TEXT"), ("content", "JSON"), ("status", "TEXT"), ("reason", "TEXT"),
+                         ("evidence", "JSON"), ("proposer", "TEXT"), ("delta", "JSON")):
+        con.execute(f"ALTER TABLE harness_versions ADD COLUMN {column} {kind}")
+    con.execute("ALTER TABLE experiments ADD COLUMN arm TEXT")              # the bandit arm the brainstorm chose
+    con.execute("ALTER TABLE experiments ADD COLUMN propensity DOUBLE")     # its choice probability (Monte Carlo)
+    con.execute("ALTER TABLE experiments ADD COLUMN decision_context JSON")  # every candidate arm's posterior inputs
+
+
+def m007_params_keys(con: duckdb.DuckDBPyConnection) -> None:
+    """Each experiment's parameters' identity as text, so "was this tried?" is an indexed
+    lookup instead of reading every experiment (knowledge/reads.py): ``params_key``, the
+    canonical JSON (sorted keys) of its params, and ``params_set_key``, the same with lists of
+    strings sorted. The store writes both; existing rows are filled here in one UPDATE."""
+    from knowledge.reads import params_key_of_json, set_key_of_json
+
+    con.execute("ALTER TABLE experiments ADD COLUMN params_key TEXT")
+    con.execute("ALTER TABLE experiments ADD COLUMN params_set_key TEXT")
+    con.create_function("_agentx_params_key", params_key_of_json, ["VARCHAR"], "VARCHAR", null_handling="special")
+    con.create_function("_agentx_set_key", set_key_of_json, ["VARCHAR"], "VARCHAR", null_handling="special")
+    try:
+        con.execute("UPDATE experiments SET params_key = _agentx_params_key(CAST(params AS VARCHAR)), "
+                    "params_set_key = _agentx_set_key(CAST(params AS VARCHAR))")
+    finally:
+        con.remove_function("_agentx_params_key")
+        con.remove_function("_agentx_set_key")
+    con.execute("CREATE INDEX experiments_recipe_params_key ON experiments (recipe, params_key)")
+    con.execute("CREATE INDEX experiments_recipe_params_set_key ON experiments (recipe, params_set_key)")
+
+
 MIGRATIONS: list[Migration] = [
     m001_initial,
     m002_loop,
     m003_rollouts,
     m004_sandbox,
     m005_llm_method,
+    m006_harness_evolution,
+    m007_params_keys,
 ]
 
 

@@ -129,6 +129,9 @@ class Harness:
         self.extra_env = {"AGENTX_CACHE_DIR": str(self.cache), **(extra_env or {})}
         self.memory_limit_mb = memory_limit_mb
         self.progress = progress
+        # tier name -> fields that override the manifest's (the active harness version's micro
+        # timeout: agents/harness_spec.py; set by agentx.context.Workspace.open)
+        self.tier_overrides: Callable[[str], dict] = lambda _: {}
         self._splits: Splits | None = None
         self._splits_head: str | None = None
         self._repo = None
@@ -281,7 +284,9 @@ class Harness:
         names = list(type(self.manifest.tiers).model_fields)
         if name not in names:
             raise UserError(f"unknown tier {name!r}: this workspace has {', '.join(names)}")
-        return getattr(self.manifest.tiers, name)
+        spec = getattr(self.manifest.tiers, name)
+        overrides = self.tier_overrides(name)
+        return spec.model_copy(update=overrides) if overrides else spec
 
     def protected_reference(self) -> dict[str, str]:
         """The protected files' blobs in main's head commit (from git objects, never the
