@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 from agents.recipes import Recipe, RecipeNotApplicable, all_params
 from agents.recipes.registry import bundled_sets, plugin_sets
 from agentx.workspace import MANIFEST, Manifest
+from knowledge.reads import tried_by_recipe
 from tools.knobs import KnobError, read_knob
 
 DryRun = Callable[[Recipe, dict[str, Any]], "str | None"]
@@ -33,9 +34,17 @@ def canonical(params: dict) -> str:
 
 
 def tried_configurations(kb) -> set[tuple[str, str]]:
-    """Every (recipe, canonical params) the KB has an experiment for, finished or not."""
+    """Every (recipe, canonical params) the KB has an experiment for, finished or not. Reads
+    every experiment: the brains ask about their candidates instead (`tried_points`)."""
     rows = kb.query("SELECT recipe, params FROM experiments WHERE recipe IS NOT NULL")
     return {(r["recipe"], canonical(r["params"] or {})) for r in rows}
+
+
+def tried_points(kb, recipes: Iterable[Recipe]) -> set[tuple[str, str]]:
+    """The (recipe, canonical params) of `recipes`' grid points that the KB has an experiment
+    for: one look-up of those keys (knowledge/reads.py), whatever the KB's size."""
+    found = tried_by_recipe(kb, {recipe.name: [canonical(p) for p in all_params(recipe)] for recipe in recipes})
+    return {(name, key) for name, keys in found.items() for key in keys}
 
 
 def scratch_paths(manifest: Manifest) -> list[str]:
@@ -154,7 +163,7 @@ class Survey:
 
 def survey(ws) -> Survey:
     """Dry-run every recipe of `ws.recipes` at every grid point and read every declared knob."""
-    tried = tried_configurations(ws.kb)
+    tried = tried_points(ws.kb, ws.recipes)
     with tempfile.TemporaryDirectory() as folder:
         check = dry_run(ws, Path(folder) / "scratch")
         recipes = [recipe_status(ws, recipe, tried, check) for recipe in ws.recipes]
@@ -210,4 +219,5 @@ def no_proposals_reason(result: Survey) -> str:
 
 
 __all__ = ["DryRun", "KnobStatus", "RecipeStatus", "Survey", "canonical", "dry_run", "knob_status",
-           "no_proposals_reason", "recipe_status", "scratch_paths", "summary", "survey", "tried_configurations"]
+           "no_proposals_reason", "recipe_status", "scratch_paths", "summary", "survey", "tried_configurations",
+           "tried_points"]

@@ -14,13 +14,14 @@ past interaction experiments' signed validation effects, prior mean `PRIOR_MEAN`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from agentx.errors import UserError
 from agentx.state import Proposal
-from tools.derived import parse, product_name
+from knowledge.reads import tried_items
+from tools.derived import product_name
 from tools.feature_catalog import load_catalog
 from tools.knobs import read_knob
 
@@ -62,14 +63,10 @@ def candidates(ws, progress: Callable[[str], None] = lambda _: None) -> list[Can
     return found
 
 
-def tried(kb, knob: str) -> set[str]:
-    """Derived names any interaction experiment of the KB added (finished or not)."""
-    rows = kb.query("SELECT params FROM experiments WHERE recipe = ?", [INTERACTION_RECIPE])
-    names: set[str] = set()
-    for row in rows:
-        value = (row["params"] or {}).get(knob)
-        names |= {n for n in value or [] if parse(n) is not None}
-    return names
+def tried(kb, knob: str, names: Iterable[str]) -> set[str]:
+    """Which of the derived `names` an interaction experiment of the KB put in `knob` (finished
+    or not): a look-up of those names (knowledge/reads.py), not a read of every experiment."""
+    return tried_items(kb, INTERACTION_RECIPE, knob, names)
 
 
 def propose(ws, progress: Callable[[str], None] = lambda _: None) -> Proposal | None:
@@ -79,9 +76,10 @@ def propose(ws, progress: Callable[[str], None] = lambda _: None) -> Proposal | 
         return None
     current: dict[str, Any] = {name: read_knob(ws.root, spec) for name, spec in ws.manifest.knobs.items()}
     present = set(current[knob] or [])
-    done = tried(ws.kb, knob)
-    for c in candidates(ws, progress):
-        if c.name in present or c.name in done:
+    fresh = [c for c in candidates(ws, progress) if c.name not in present]
+    done = tried(ws.kb, knob, [c.name for c in fresh])
+    for c in fresh:
+        if c.name in done:
             continue
         return Proposal(
             title=f"Add derived feature {c.name} to {knob}", recipe=INTERACTION_RECIPE,

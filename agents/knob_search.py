@@ -3,8 +3,9 @@
 Any workspace can declare knobs in agentx.toml (`[knobs.NAME]`: a constant or config key
 with a type and a range; see `agentx.workspace.KnobSpec`). This brain searches them:
 
-1. An in-memory Optuna study is rebuilt from the KB on every call. Each finished
-   experiment with recipe "knobs" becomes a trial: its params are the knob values, its
+1. An in-memory Optuna study is rebuilt from the KB on every call. Each of the latest
+   `PRIOR_LIMIT` (500) finished experiments with recipe "knobs" becomes a trial (see
+   `prior_trials` for why no more are needed): its params are the knob values, its
    value the signed validation effect of its latest verdict (`valid_delta` times the
    metric's sign, so bigger is better). A failed experiment, or one with no validation
    effect, is a FAIL trial; one vetoed by a guardrail or rejected by a reviewer keeps its
@@ -12,7 +13,9 @@ with a type and a range; see `agentx.workspace.KnobSpec`). This brain searches t
 2. `study.ask()` draws the next configuration from the knobs' distributions. A features
    knob is one yes/no parameter per candidate (`features.<knob>.<name>`), decoded to a
    list in candidate order and topped up at random to its `min_size`. A configuration
-   already in the KB, or equal to the current values, is asked again.
+   already in the KB (any of its knob experiments, however old: an indexed look-up of the
+   drawn configurations' keys, knowledge/reads.py), or equal to the current values, is
+   asked again.
    - scope "local" (the default brain's): one knob at a time. Optuna's
      `PartialFixedSampler` holds every other parameter at main's current value and the
      sampler (TPE by default) draws the free one; a features knob frees one candidate, so a
@@ -29,14 +32,14 @@ with a type and a range; see `agentx.workspace.KnobSpec`). This brain searches t
    `apply_knobs` writes those values into a worktree (tools/knobs.py), so the branch's
    diff changes only knob values.
 
-The sampler is seeded with `seed` plus the number of prior trials, so a rebuilt study does
-not repeat the previous call's draw while the same history gives the same proposal.
+The sampler is seeded with `seed` plus the number of prior trials (the whole history's, not
+the window's), so a rebuilt study does not repeat the previous call's draw while the same
+history gives the same proposal.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import random
 import warnings
 from dataclasses import dataclass
@@ -51,6 +54,7 @@ from agents.recipes.core import show
 from agentx.errors import UserError
 from agentx.state import Proposal
 from agentx.workspace import KnobSpec, Manifest
+from knowledge.reads import finished_count, recent_trials, set_key, tried_params
 from tools.feature_catalog import load_catalog
 from tools.knobs import KnobError, check_value, read_knob, write_knob
 
@@ -63,6 +67,7 @@ FINISHED = ("failed", "evaluated", "merged", "rejected")
 MAX_ASKS = 30               # draws per proposal before giving up on finding an untried one
 TRIES_PER_KNOB = 4          # local scope: draws for one knob before moving to the next
 FLOAT_DIGITS = 4            # significant digits of a proposed float (readable diffs)
+PRIOR_LIMIT = 500           # the latest finished knob experiments the study is built from
 
 
 @dataclass(frozen=True)
@@ -75,30 +80,49 @@ class PriorTrial:
     infeasible: str | None = None  # why a valued trial must not win: "vetoed", "rejected by reviewer"
 
 
-def canonical(params: dict[str, Any]) -> str:
-    return json.dumps(params, sort_keys=True)
+def prior_trials(kb, sign: int, limit: int = PRIOR_LIMIT) -> list[PriorTrial]:
+    """The KB's latest `limit` finished knob experiments, oldest first, each judged by its
+    latest verdict.
 
-
-def prior_trials(kb, sign: int) -> list[PriorTrial]:
-    """The KB's finished knob experiments, oldest first, each judged by its latest verdict."""
-    rows = kb.query("""
-        SELECT e.id, e.status, e.params, v.decision, v.valid_delta, p.state AS pr_state
-        FROM experiments e
-        LEFT JOIN verdicts v ON v.experiment_id = e.id
-             AND v.id = (SELECT max(w.id) FROM verdicts w WHERE w.experiment_id = e.id)
-        LEFT JOIN pull_requests p ON p.experiment_id = e.id
-        WHERE e.recipe = ? AND e.status IN ('failed', 'evaluated', 'merged', 'rejected')
-        ORDER BY e.id""", [KNOB_RECIPE])
+    Why a window is enough: TPE models the good configurations from its best
+    min(ceil(10 %), 25) trials and weighs trials older than the latest 25 down linearly
+    (Optuna's default weights), so beyond a few hundred trials older ones barely move a draw,
+    while each one costs study-building and per-ask time (a study of 50,000 trials takes
+    seconds per proposal). A local move is also drawn next to main's current values, which
+    already hold what older trials found. What is never forgotten is which configurations
+    were tried: the knob search asks the whole KB about every draw (`tried_params`)."""
     trials = []
-    for row in rows:
-        params = row["params"] or {}
-        if row["status"] == "failed" or row["valid_delta"] is None:
-            trials.append(PriorTrial(row["id"], params, None))
+    for row in recent_trials(kb, KNOB_RECIPE, limit):
+        if row.status == "failed" or row.valid_delta is None:
+            trials.append(PriorTrial(row.experiment_id, row.params, None))
             continue
-        infeasible = ("vetoed" if row["decision"] == "vetoed"
-                      else "rejected by reviewer" if row["pr_state"] == "rejected" else None)
-        trials.append(PriorTrial(row["id"], params, sign * row["valid_delta"], infeasible))
+        infeasible = ("vetoed" if row.decision == "vetoed"
+                      else "rejected by reviewer" if row.pr_state == "rejected" else None)
+        trials.append(PriorTrial(row.experiment_id, row.params, sign * row.valid_delta, infeasible))
     return trials
+
+
+class _Taken:
+    """The knob configurations (by `_key`) already in the KB, finished or not, plus those
+    added here (this call's proposals): looks up in the KB only the keys it is asked about,
+    once each, instead of reading every knob experiment."""
+
+    def __init__(self, kb, *extra: str):
+        self.kb = kb
+        self.known: dict[str, bool] = dict.fromkeys(extra, True)
+
+    def fetch(self, keys: list[str]) -> None:
+        missing = [key for key in dict.fromkeys(keys) if key not in self.known]
+        if missing:
+            found = tried_params(self.kb, KNOB_RECIPE, missing, as_sets=True)
+            self.known.update({key: key in found for key in missing})
+
+    def __contains__(self, key: str) -> bool:
+        self.fetch([key])
+        return self.known[key]
+
+    def add(self, key: str) -> None:
+        self.known[key] = True
 
 
 def feature_candidates(root: Path, manifest: Manifest) -> dict[str, list[str]]:
@@ -230,12 +254,15 @@ class KnobSearch:
 
     def study(self, root: Path, manifest: Manifest, kb) -> tuple[optuna.Study, list[PriorTrial]]:
         """The study rebuilt from the KB, and the prior trials it was built from."""
-        return self._study(manifest, kb, search_space(manifest, feature_candidates(Path(root), manifest)))
+        study, trials, _ = self._study(manifest, kb, search_space(manifest, feature_candidates(Path(root), manifest)))
+        return study, trials
 
     def _study(self, manifest: Manifest, kb, space: dict[str, BaseDistribution]
-               ) -> tuple[optuna.Study, list[PriorTrial]]:
-        trials = prior_trials(kb, manifest.metric.sign)
-        return build_study(manifest, trials, space, make_sampler(self.sampler, self.seed + len(trials))), trials
+               ) -> tuple[optuna.Study, list[PriorTrial], int]:
+        """The study of the latest prior trials, those trials, and how many the KB has in all."""
+        trials = prior_trials(kb, manifest.metric.sign, PRIOR_LIMIT)
+        total = len(trials) if len(trials) < PRIOR_LIMIT else finished_count(kb, KNOB_RECIPE)
+        return build_study(manifest, trials, space, make_sampler(self.sampler, self.seed + total)), trials, total
 
     def propose(self, ws, k: int, request: str | None = None) -> list[Proposal]:
         """Up to `k` untried knob configurations for the workspace `ws` (root, manifest, kb)."""
@@ -247,10 +274,10 @@ class KnobSearch:
         root = Path(root)
         candidates = feature_candidates(root, manifest)
         space = search_space(manifest, candidates)
-        study, trials = self._study(manifest, kb, space)
+        study, trials, total = self._study(manifest, kb, space)
         current = {name: read_knob(root, spec) for name, spec in manifest.knobs.items()}
-        taken = {_key(manifest, p) for p in _all_knob_params(kb)} | {_key(manifest, current)}
-        rng = random.Random(self.seed + len(trials))
+        taken = _Taken(kb, _key(manifest, current))
+        rng = random.Random(self.seed + total)
         held = encode(manifest, current, space)           # main's values as Optuna parameters
         moves = ([knob for knob in active_knobs(manifest, current)
                   if _untried_moves(manifest, knob, current, taken, candidates)] if self.scope == "local" else [])
@@ -266,7 +293,7 @@ class KnobSearch:
                 if moves:                                   # local: free one parameter, hold the rest
                     # each knob gets TRIES_PER_KNOB draws before the next (a features knob's draw may
                     # pick the value main already has: another candidate, not another knob)
-                    knob = moves[(self.seed + len(trials) + len(proposals) + attempt // TRIES_PER_KNOB) % len(moves)]
+                    knob = moves[(self.seed + total + len(proposals) + attempt // TRIES_PER_KNOB) % len(moves)]
                     free = (f"features.{knob}.{rng.choice(candidates[knob])}"
                             if manifest.knobs[knob].type == "features" else knob)
                     study.sampler = optuna.samplers.PartialFixedSampler(
@@ -279,18 +306,20 @@ class KnobSearch:
                 study.tell(trial, state=TrialState.FAIL)   # asked again: not new (or, local: a drop below
                 continue                                   # min_size was topped up, two moves at once)
             taken.add(_key(manifest, params))              # left running: the next ask avoids it
-            proposals.append(self._proposal(manifest, params, current, trials))
+            proposals.append(self._proposal(manifest, params, current, trials, total))
         study.sampler = base
         return proposals
 
     def _proposal(self, manifest: Manifest, params: dict[str, Any], current: dict[str, Any],
-                  trials: list[PriorTrial]) -> Proposal:
+                  trials: list[PriorTrial], total: int) -> Proposal:
         changed = {name: value for name, value in params.items() if current.get(name) != value}
         metric = manifest.metric.primary
         failed = sum(t.value is None for t in trials)
         valued = [t for t in trials if t.value is not None and not t.infeasible]
         best = max(valued, key=lambda t: t.value or 0.0, default=None)
-        history = f"{len(trials)} prior trial{'s' * (len(trials) != 1)} from the KB ({failed} failed"
+        history = f"{total} prior trial{'s' * (total != 1)} from the KB ("
+        history += f"the study holds the latest {len(trials)}: " if total > len(trials) else ""
+        history += f"{failed} failed"
         history += f"; best {best.experiment_id} at {best.value:+.4f} validation {metric})" if best else ")"
         return Proposal(
             title="Set knobs " + ", ".join(describe_change(manifest, name, current.get(name), value)
@@ -304,7 +333,7 @@ class KnobSearch:
                                   for name, value in changed.items()))
 
 
-def _untried_moves(manifest: Manifest, knob: str, current: dict[str, Any], taken: set[str],
+def _untried_moves(manifest: Manifest, knob: str, current: dict[str, Any], taken: _Taken,
                    candidates: dict[str, list[str]]) -> bool:
     """Whether one move of `knob` from `current` is still untried (a float or int knob always
     has one; a categorical, bool or features knob has finitely many)."""
@@ -319,7 +348,9 @@ def _untried_moves(manifest: Manifest, knob: str, current: dict[str, Any], taken
         options = [o for o in options if len(o) >= (spec.min_size or 0)]
     else:
         options = [v for v in (spec.choices if spec.type == "categorical" else [False, True]) or [] if v != old]
-    return any(_key(manifest, {**current, knob: option}) not in taken for option in options)
+    keys = [_key(manifest, {**current, knob: option}) for option in options]
+    taken.fetch(keys)                                       # one look-up for all of them
+    return any(key not in taken for key in keys)
 
 
 def _one_move(manifest: Manifest, current: dict[str, Any], params: dict[str, Any]) -> bool:
@@ -351,9 +382,10 @@ def active_knobs(manifest: Manifest, current: dict[str, Any]) -> list[str]:
 
 
 def _key(manifest: Manifest, params: dict[str, Any]) -> str:
-    """A configuration's identity: features lists compare as sets."""
-    return canonical({name: sorted(value) if name in manifest.knobs and manifest.knobs[name].type == "features"
-                      and isinstance(value, list) else value for name, value in params.items()})
+    """A configuration's identity: features lists compare as sets. It is the KB's
+    `params_set_key` (knowledge/reads.py: every list of strings sorted), which for knob
+    values sorts exactly the features lists (no other knob type holds a list)."""
+    return set_key(params)
 
 
 def _with_derived(value: list[str], old: Any, candidates: list[str]) -> list[str]:
@@ -367,11 +399,6 @@ def _keep_order(value: list[str], old: Any) -> list[str]:
     if not isinstance(old, list):
         return value
     return [v for v in old if v in value] + [v for v in value if v not in old]
-
-
-def _all_knob_params(kb) -> list[dict[str, Any]]:
-    """Every knob configuration in the KB, finished or not (never propose one twice)."""
-    return [r["params"] or {} for r in kb.query("SELECT params FROM experiments WHERE recipe = ?", [KNOB_RECIPE])]
 
 
 def _fits(distribution: BaseDistribution, value: Any) -> bool:

@@ -177,10 +177,10 @@ def no_verdict(experiment: dict | None) -> str | None:
 
 
 def _run(ws, mofa, selection, version: str, settings, say, crosses: list | None = None) -> dict:
-    from agents.brainstorm import canonical, tried_configurations
+    from knowledge.reads import is_tried
 
     proposal = mofa.proposal_for(ws, selection, version, crosses or [])
-    if (proposal.recipe, canonical(proposal.params)) in tried_configurations(ws.kb):
+    if proposal.recipe is not None and is_tried(ws.kb, proposal.recipe, proposal.params):
         say("this exact selection was tried before; running it again as a new experiment")
     say(f"running the selection as an experiment: {proposal.title}")
     result = mofa.run_selection(ws, proposal, settings, say)

@@ -185,25 +185,54 @@ def m006_harness_evolution(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE experiments ADD COLUMN decision_context JSON")  # every candidate arm's posterior inputs
 
 
-def m007_params_keys(con: duckdb.DuckDBPyConnection) -> None:
-    """Each experiment's parameters' identity as text, so "was this tried?" is an indexed
-    lookup instead of reading every experiment (knowledge/reads.py): ``params_key``, the
-    canonical JSON (sorted keys) of its params, and ``params_set_key``, the same with lists of
-    strings sorted. The store writes both; existing rows are filled here in one UPDATE."""
-    from knowledge.reads import params_key_of_json, set_key_of_json
+def m007_read_columns(con: duckdb.DuckDBPyConnection) -> None:
+    """What the brains' reads need per experiment without reading every experiment or
+    joining every verdict (knowledge/reads.py): the params' identity (``params_key``,
+    canonical JSON; ``params_set_key``, lists of strings sorted) and its indexed 64-bit hash
+    with the recipe (``config_hash``, ``config_set_hash``); the latest verdict's id, decision
+    and validation effect and the pull request's state. The store keeps them; existing rows
+    are filled here (the keys by Python's json: about a minute per million experiments on a
+    2-core machine). m008 indexes the hashes."""
+    import json
 
-    con.execute("ALTER TABLE experiments ADD COLUMN params_key TEXT")
-    con.execute("ALTER TABLE experiments ADD COLUMN params_set_key TEXT")
-    con.create_function("_agentx_params_key", params_key_of_json, ["VARCHAR"], "VARCHAR", null_handling="special")
-    con.create_function("_agentx_set_key", set_key_of_json, ["VARCHAR"], "VARCHAR", null_handling="special")
+    from knowledge.reads import key_columns
+
+    for column, kind in (("params_key", "TEXT"), ("params_set_key", "TEXT"), ("config_hash", "BIGINT"),
+                         ("config_set_hash", "BIGINT"), ("verdict_id", "BIGINT"), ("verdict_decision", "TEXT"),
+                         ("verdict_valid_delta", "DOUBLE"), ("pr_state", "TEXT")):
+        con.execute(f"ALTER TABLE experiments ADD COLUMN IF NOT EXISTS {column} {kind}")
+    # a KB made while m007 was a draft (m007_params_keys) has two of the columns and these
+    for index in ("experiments_recipe_params_key", "experiments_recipe_params_set_key"):
+        con.execute(f"DROP INDEX IF EXISTS {index}")
+
+    def keys(recipe: str | None, params: str | None) -> dict:
+        return key_columns(recipe, None if params is None else json.loads(params), stored=True)
+
+    con.create_function("_agentx_keys", keys, ["VARCHAR", "VARCHAR"],
+                        "STRUCT(params_key VARCHAR, params_set_key VARCHAR, config_hash BIGINT, "
+                        "config_set_hash BIGINT)", null_handling="special", side_effects=False)
     try:
-        con.execute("UPDATE experiments SET params_key = _agentx_params_key(CAST(params AS VARCHAR)), "
-                    "params_set_key = _agentx_set_key(CAST(params AS VARCHAR))")
+        con.execute("""
+            UPDATE experiments SET params_key = k.params_key, params_set_key = k.params_set_key,
+                                   config_hash = k.config_hash, config_set_hash = k.config_set_hash
+            FROM (SELECT id, _agentx_keys(recipe, CAST(params AS VARCHAR)) AS k FROM experiments) s
+            WHERE s.id = experiments.id""")
     finally:
-        con.remove_function("_agentx_params_key")
-        con.remove_function("_agentx_set_key")
-    con.execute("CREATE INDEX experiments_recipe_params_key ON experiments (recipe, params_key)")
-    con.execute("CREATE INDEX experiments_recipe_params_set_key ON experiments (recipe, params_set_key)")
+        con.remove_function("_agentx_keys")
+    con.execute("""
+        UPDATE experiments SET verdict_id = v.id, verdict_decision = v.decision, verdict_valid_delta = v.valid_delta
+        FROM verdicts v
+        WHERE v.experiment_id = experiments.id
+          AND v.id = (SELECT max(w.id) FROM verdicts w WHERE w.experiment_id = v.experiment_id)""")
+    con.execute("UPDATE experiments SET pr_state = p.state FROM pull_requests p WHERE p.experiment_id = experiments.id")
+
+
+def m008_read_indexes(con: duckdb.DuckDBPyConnection) -> None:
+    """The indexes of m007's configuration hashes: "was this tried?" looks up only the keys
+    asked about. (Their own migration: DuckDB refuses to create an index in the transaction
+    that filled the column, and indexing first makes every row of that fill an index update.)"""
+    con.execute("CREATE INDEX IF NOT EXISTS experiments_config_hash ON experiments (config_hash)")
+    con.execute("CREATE INDEX IF NOT EXISTS experiments_config_set_hash ON experiments (config_set_hash)")
 
 
 MIGRATIONS: list[Migration] = [
@@ -213,7 +242,8 @@ MIGRATIONS: list[Migration] = [
     m004_sandbox,
     m005_llm_method,
     m006_harness_evolution,
-    m007_params_keys,
+    m007_read_columns,
+    m008_read_indexes,
 ]
 
 

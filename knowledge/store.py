@@ -43,7 +43,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ import duckdb
 from knowledge.connect import connect_with_retry
 from knowledge.migrations import MIGRATIONS, Migration, migrate
 from knowledge.owners import Owner, orphan_reason
+from knowledge.reads import key_columns
 
 RUN_ARMS = ("baseline", "control", "treatment")
 RUN_STATUSES = ("running", "ok", "invalid", "error", "timeout", "memory", "died", "disk", "abandoned")
@@ -280,7 +281,8 @@ class KnowledgeBase:
         con.execute(sql, list(row.values()))
         return None
 
-    def _update(self, table: str, key: str, key_value: Any, fields: Mapping[str, Any]) -> None:
+    def _update(self, table: str, key: str, key_value: Any, fields: Mapping[str, Any],
+                then: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> None:
         row = self._encode(table, fields)
         if key in row:
             raise ValueError(f"{table}.{key} cannot be changed")
@@ -290,6 +292,8 @@ class KnowledgeBase:
         with self._tx() as con:
             found = con.execute(f'UPDATE {table} SET {sets} WHERE "{key}" = ? RETURNING "{key}"',
                                 [*row.values(), key_value]).fetchall()
+            if found and then is not None:
+                then(con)
         if not found:
             raise KeyError(f"no {table} row with {key} = {key_value!r}")
 
@@ -323,6 +327,7 @@ class KnowledgeBase:
     def add_experiment(self, **fields: Any) -> str:
         """Insert an experiment; returns its id ('E0001', ... unless ``id`` is given)."""
         self._encode("experiments", fields)
+        fields = self._with_keys(fields)
         # Threads sharing this object take turns; other objects on the same file in this
         # process can still race for an id (the loser's commit fails), so retry that too.
         serial = self._id_lock if self._con is None else nullcontext()
@@ -338,7 +343,21 @@ class KnowledgeBase:
 
     def update_experiment(self, experiment_id: str, **fields: Any) -> None:
         fields.setdefault("updated_at", utcnow())
+        if ("params" in fields or "recipe" in fields) and not {"params", "recipe"} <= fields.keys():
+            old = self.get_experiment(experiment_id) or {}
+            fields = self._with_keys({"params": old.get("params"), "recipe": old.get("recipe"), **fields})
+        elif "params" in fields:
+            fields = self._with_keys(fields)
         self._update("experiments", "id", experiment_id, fields)
+
+    def _with_keys(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """`fields` with the identity columns of its recipe and params (knowledge/reads.py:
+        params_key, config_hash, ...; absent params count as {}), when the KB has them (m007)."""
+        known = self._columns.get("experiments", {})
+        if "params_key" not in known:
+            return fields
+        keys = key_columns(fields.get("recipe"), fields.get("params"))
+        return {**fields, **{name: value for name, value in keys.items() if name in known}}
 
     def get_experiment(self, experiment_id: str) -> dict[str, Any] | None:
         rows = self._select("experiments", "id", id=experiment_id)
@@ -426,8 +445,17 @@ class KnowledgeBase:
     # -- verdicts and lessons ----------------------------------------------------------
 
     def add_verdict(self, **fields: Any) -> int:
+        """Insert a verdict; its experiment's latest-verdict columns (m007) follow it."""
         with self._tx() as con:
-            return self._insert(con, "verdicts", fields, returning="id")
+            verdict_id = self._insert(con, "verdicts", fields, returning="id")
+            if "verdict_id" in self._columns.get("experiments", {}):
+                con.execute("""
+                    UPDATE experiments SET verdict_id = v.id, verdict_decision = v.decision,
+                                           verdict_valid_delta = v.valid_delta
+                    FROM verdicts v
+                    WHERE v.id = ? AND experiments.id = v.experiment_id
+                      AND (experiments.verdict_id IS NULL OR experiments.verdict_id < v.id)""", [verdict_id])
+            return verdict_id
 
     def verdicts(self, experiment_id: str | None = None) -> list[dict[str, Any]]:
         return self._select("verdicts", "id", experiment_id=experiment_id)
@@ -469,11 +497,20 @@ class KnowledgeBase:
         with self._tx() as con:
             self._insert(con, "pull_requests", {**fields, "updated_at": utcnow()},
                          on_conflict="experiment_id")
-            return con.execute("SELECT id FROM pull_requests WHERE experiment_id = ?",
-                               [fields["experiment_id"]]).fetchone()[0]
+            pr_id = con.execute("SELECT id FROM pull_requests WHERE experiment_id = ?",
+                                [fields["experiment_id"]]).fetchone()[0]
+            self._sync_pr_state(con, pr_id)
+            return pr_id
 
     def update_pull_request(self, pr_id: int, **fields: Any) -> None:
-        self._update("pull_requests", "id", pr_id, {**fields, "updated_at": utcnow()})
+        self._update("pull_requests", "id", pr_id, {**fields, "updated_at": utcnow()},
+                     then=lambda con: self._sync_pr_state(con, pr_id))
+
+    def _sync_pr_state(self, con: duckdb.DuckDBPyConnection, pr_id: int) -> None:
+        """Copy a pull request's state to its experiment's ``pr_state`` (m007)."""
+        if "pr_state" in self._columns.get("experiments", {}):
+            con.execute("UPDATE experiments SET pr_state = p.state FROM pull_requests p "
+                        "WHERE p.id = ? AND experiments.id = p.experiment_id", [pr_id])
 
     def pull_requests(self, state: str | None = None) -> list[dict[str, Any]]:
         return self._select("pull_requests", "id", state=state)
