@@ -235,6 +235,13 @@ def m008_read_indexes(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE INDEX IF NOT EXISTS experiments_config_set_hash ON experiments (config_set_hash)")
 
 
+def m009_recipe_index(con: duckdb.DuckDBPyConnection) -> None:
+    """An index on the experiments' recipe: a read of a rare recipe's experiments (the
+    interactions', knowledge/reads.py `tried_items`) fetches those rows instead of scanning
+    every experiment's params (~30 ms at 1M experiments, ~9 ms with it)."""
+    con.execute("CREATE INDEX IF NOT EXISTS experiments_recipe ON experiments (recipe)")
+
+
 MIGRATIONS: list[Migration] = [
     m001_initial,
     m002_loop,
@@ -244,6 +251,7 @@ MIGRATIONS: list[Migration] = [
     m006_harness_evolution,
     m007_read_columns,
     m008_read_indexes,
+    m009_recipe_index,
 ]
 
 

@@ -38,17 +38,18 @@ from typing import Any
 FINISHED = ("failed", "evaluated", "merged", "rejected")
 _FINISHED_SQL = "('failed', 'evaluated', 'merged', 'rejected')"
 TRAJECTORY_LIMIT = 500       # what the evolution step reflects on: the latest experiments
-# "The latest" is by creation time, ties by id (ids sort as text, so E9999 > E10000: ordering
-# by id alone would stop at E9999). A top-N over whole rows costs ~10 ms per 100k rows, so
-# the windows first find a creation time from which enough rows were created (`_since`:
-# counts over a span back from the latest, each reading only the row groups in the span,
-# as rows are stored in creation order), then read only the rows from there on.
-RECENT_FIRST = "created_at DESC, id DESC"
+# "The latest" is by creation time, ties by allocation order (length, then text: as text alone
+# E9999 > E10000, so ordering by id would stop at E9999). A top-N over whole rows costs ~10 ms
+# per 100k rows, so the windows first find a creation time from which enough rows were
+# created (`_since`: counts over a span back from the latest, each reading only the row
+# groups in the span, as rows are stored in creation order), then read the rows from there.
+RECENT_FIRST = "created_at DESC, length(id) DESC, id DESC"
 
 
 def _since(kb, where: str, params: list, limit: int) -> dt.datetime | None:
     """A creation time from which at least `limit` experiments matching `where` (SQL over
-    ``experiments``, `params` its parameters) were created; None when fewer exist in all."""
+    ``experiments``, `params` its parameters) were created; None when no span short of all
+    of them holds that many (read them all)."""
     span = kb.query("SELECT min(created_at) AS lo, max(created_at) AS hi, count(*) AS n FROM experiments")[0]
     if not span["n"] or span["n"] <= limit:
         return None
@@ -158,7 +159,7 @@ def tried_params(kb, recipe: str, keys: Iterable[str], *, as_sets: bool = False)
 def tried_by_recipe(kb, wanted: Mapping[str, Iterable[str]], *, as_sets: bool = False) -> dict[str, set[str]]:
     """`tried_params` of many recipes in one query: recipe -> those of its keys that were
     tried (every recipe of `wanted` is in the answer)."""
-    pairs = set((recipe, key) for recipe, keys in wanted.items() for key in keys)
+    pairs = {(recipe, key) for recipe, keys in wanted.items() for key in keys}
     found: dict[str, set[str]] = {recipe: set() for recipe in wanted}
     if not pairs:
         return found
@@ -282,7 +283,7 @@ def recent_experiments(kb, limit: int = TRAJECTORY_LIMIT) -> list[Trajectory]:
 TRAJECTORY_SQL = """
     WITH e AS MATERIALIZED (
         SELECT * FROM experiments WHERE created_at >= $since
-        ORDER BY created_at DESC, id DESC LIMIT $window),
+        ORDER BY created_at DESC, length(id) DESC, id DESC LIMIT $window),
     since AS MATERIALIZED (SELECT min(created_at) AS t FROM e)
     SELECT e.id, e.title, e.recipe, e.params, e.source, e.status, e.arm, e.propensity, e.decision_context,
            e.harness_version, e.branch, e.base_commit, e.head_commit, e.proposal,
@@ -323,6 +324,24 @@ def trajectory_rows(kb, window: int = TRAJECTORY_LIMIT) -> list[dict[str, Any]]:
     return kb.query(TRAJECTORY_SQL.format(peak=peak), {"window": window, "since": since})
 
 
-__all__ = ["ArmOutcome", "FINISHED", "RECENT_FIRST", "TRAJECTORY_LIMIT", "Trajectory", "Trial", "config_hash",
-           "finished_count", "is_tried", "key_columns", "params_key", "recent_experiments", "recent_trials",
-           "recipe_outcomes", "set_key", "trajectory_rows", "tried_by_recipe", "tried_items", "tried_params"]
+__all__ = [
+    "FINISHED",
+    "RECENT_FIRST",
+    "TRAJECTORY_LIMIT",
+    "ArmOutcome",
+    "Trajectory",
+    "Trial",
+    "config_hash",
+    "finished_count",
+    "is_tried",
+    "key_columns",
+    "params_key",
+    "recent_experiments",
+    "recent_trials",
+    "recipe_outcomes",
+    "set_key",
+    "trajectory_rows",
+    "tried_by_recipe",
+    "tried_items",
+    "tried_params",
+]

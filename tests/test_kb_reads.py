@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import typing
 
 import pytest
 
@@ -216,7 +217,7 @@ def test_migration_fills_the_columns_of_a_kb_that_grew_before_it(tmp_path):
     assert (rerun["verdict_decision"], rerun["verdict_valid_delta"], rerun["pr_state"]) == ("reject", -0.002, "merged")
     assert kb.get_experiment(ids["no_verdict"])["verdict_id"] is None
     assert {i["name"] for i in kb.query("SELECT index_name AS name FROM duckdb_indexes()")} >= {
-        "experiments_config_hash", "experiments_config_set_hash"}
+        "experiments_config_hash", "experiments_config_set_hash", "experiments_recipe"}
     kb.release()
 
 
@@ -257,6 +258,13 @@ def test_windows_take_the_latest_by_creation_even_past_e9999():
     rows = reads.trajectory_rows(kb, 3)                     # the window, then its finished ones, oldest first
     assert [r["id"] for r in rows] == ["E10000", "E10001"] and rows[0]["valid_delta"] == 0.01
 
+    tied = KnowledgeBase()                                  # one session, one creation time: allocation order
+    with tied.session() as s:
+        for n in (9998, 9999, 10000, 10001):
+            s.add_experiment(id=f"E{n}", title=str(n), recipe="knobs", status="failed", created_at=start)
+    assert [t.experiment_id for t in reads.recent_experiments(tied, 3)] == ["E10001", "E10000", "E9999"]
+    assert [t.experiment_id for t in reads.recent_trials(tied, "knobs", 3)] == ["E9999", "E10000", "E10001"]
+
 
 def test_windows_equal_a_sort_of_every_experiment():
     """The windows find where to start reading by counting back from the latest creation time;
@@ -268,7 +276,7 @@ def test_windows_equal_a_sort_of_every_experiment():
         kb.add_experiment(title=str(i), recipe="knobs" if i % 3 else "dcn", params={"i": i},
                           status="evaluated" if i % 4 else "proposed",
                           created_at=start + dt.timedelta(seconds=seconds + (i // len(offsets)) * 7))
-    every = kb.query("SELECT id, recipe, status FROM experiments ORDER BY created_at DESC, id DESC")
+    every = kb.query("SELECT id, recipe, status FROM experiments ORDER BY created_at DESC, length(id) DESC, id DESC")
     knobs = [r["id"] for r in every if r["recipe"] == "knobs" and r["status"] == "evaluated"]
     for limit in (1, 2, 3, 5, 8, 13, 30, 57, 100):
         assert [t.experiment_id for t in reads.recent_experiments(kb, limit)] == [r["id"] for r in every][:limit]
@@ -328,9 +336,9 @@ def test_knob_search_builds_its_study_from_the_latest_trials_but_remembers_every
 
     class Manifest:
         metric = Metric()
-        knobs: dict = {}
+        knobs: typing.ClassVar[dict] = {}     # the study reads no knob: the space is empty
 
-    study, trials, total = knob_search.KnobSearch()._study(Manifest(), kb, {})
+    _, trials, total = knob_search.KnobSearch()._study(Manifest(), kb, {})
     assert (len(trials), total) == (2, 4)
 
 
