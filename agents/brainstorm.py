@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.applicability import DryRun, canonical, dry_run
+from agents.applicability import DryRun, dry_run
 from agents.harness_spec import Policy, active_version
 from agents.policy import ArmStats, choice_probabilities, posterior
 from agents import interactions
@@ -34,33 +34,13 @@ from agents.prompts import render_prompt
 from agents.recipes import RecipeRegistry, all_params, describe
 from agentx.errors import UserError
 from agentx.state import Proposal, ProposalList
+from knowledge.reads import params_key, recent_experiments, recipe_outcomes, tried_by_recipe, tried_params
 
 FAILURE_REWARD = Policy().failure_reward    # the default policy's; the active harness may differ
 
 
 # The family of the arms that are not recipes (their siblings pool with recipes of that family).
 _ARM_FAMILY = {KNOB_RECIPE: "knobs", interactions.INTERACTION_RECIPE: "interaction"}
-
-
-@dataclass(frozen=True)
-class ArmOutcome:
-    n: int
-    total: float
-
-
-def recipe_outcomes(kb, sign: int, failure_reward: float) -> dict[str, ArmOutcome]:
-    """recipe -> (count, sum of rewards) of its finished experiments."""
-    out: dict[str, ArmOutcome] = {}
-    for recipe, reward in outcomes(kb, sign, failure_reward):
-        o = out.get(recipe, ArmOutcome(0, 0.0))
-        out[recipe] = ArmOutcome(o.n + 1, o.total + reward)
-    return out
-
-
-def tried_params(kb, recipe: str, keys: list[str]) -> set[str]:
-    """Which of `keys` (canonical params) have an experiment with `recipe`."""
-    rows = kb.query("SELECT params FROM experiments WHERE recipe = ?", [recipe])
-    return {canonical(r["params"] or {}) for r in rows} & set(keys)
 
 
 def experiment_count(kb) -> int:
@@ -132,10 +112,11 @@ class HeuristicBrainstorm:
             return ArmStats(arm, family, n, total, fam_n - n, fam_total - total)
 
         out = []
+        grids = {recipe.name: all_params(recipe) for recipe in recipes}
+        done = tried_by_recipe(kb, {name: [params_key(p) for p in grid] for name, grid in grids.items()})
         for recipe in recipes:
-            grid = all_params(recipe)
-            done = tried_params(kb, recipe.name, [canonical(p) for p in grid])
-            untried = (p for p in grid if canonical(p) not in done and (check is None or check(recipe, p) is None))
+            untried = (p for p in grids[recipe.name]
+                       if params_key(p) not in done[recipe.name] and (check is None or check(recipe, p) is None))
             first = next(untried, None)
             if first is not None:
                 out.append((stats(recipe.name, recipe.family), first))
@@ -226,8 +207,8 @@ class HeuristicBrainstorm:
                                    "Rephrase with one of those, or use an LLM brain (--llm SPEC) for free-form requests.")
         _, name = max(hits)
         recipe = ws.recipes.get(name)
-        done = tried_params(ws.kb, name, [canonical(p) for p in all_params(recipe)])
-        untried = [p for p in all_params(recipe) if canonical(p) not in done]
+        done = tried_params(ws.kb, name, [params_key(p) for p in all_params(recipe)])
+        untried = [p for p in all_params(recipe) if params_key(p) not in done]
         params = (untried or all_params(recipe))[0]
         return Proposal(title=describe(recipe, params), recipe=name, params=params, source="chat",
                         hypothesis=recipe.hypothesis, rationale=f"matched the request {request!r} to recipe {name}")
@@ -258,18 +239,17 @@ class LLMBrainstorm:
 
 
 def history_table(kb, limit: int = 30) -> str:
-    rows = kb.query("""
-        SELECT e.id, e.title, e.status, v.decision, v.delta, v.ci_low, v.ci_high, v.valid_delta
-        FROM experiments e LEFT JOIN verdicts v ON v.experiment_id = e.id
-        ORDER BY e.id DESC LIMIT ?""", [limit])
+    """The latest `limit` experiments with their latest verdicts, and the latest lessons (a
+    bounded read: knowledge.reads.recent_experiments)."""
+    rows = recent_experiments(kb, limit)
     if not rows:
         return "(no experiments yet)"
     lines = ["id | title | status | decision | test delta [95% CI] | valid delta"]
     for r in rows:
-        ci = f"{r['delta']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]" if r["delta"] is not None else "-"
-        valid = f"{r['valid_delta']:+.4f}" if r["valid_delta"] is not None else "-"
-        lines.append(f"{r['id']} | {r['title']} | {r['status']} | {r['decision'] or '-'} | {ci} | {valid}")
-    lessons = kb.query("SELECT text FROM lessons ORDER BY id DESC LIMIT 10")
+        ci = f"{r.delta:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}]" if r.delta is not None else "-"
+        valid = f"{r.valid_delta:+.4f}" if r.valid_delta is not None else "-"
+        lines.append(f"{r.experiment_id} | {r.title} | {r.status} | {r.decision or '-'} | {ci} | {valid}")
+    lessons = kb.query("SELECT text FROM lessons ORDER BY created_at DESC, id DESC LIMIT 10")
     return "\n".join(lines + ["", "Lessons:"] + [f"- {r['text']}" for r in lessons])
 
 

@@ -56,11 +56,14 @@ CLIP = 10.0                 # largest importance weight (candidate / logged prop
 MIN_OPE = 3                 # held-back decisions with logged propensities the policy gate needs
 BOOTSTRAP = 1000
 MIN_ARM_OUTCOMES = 2        # outcomes of an arm before the offline proposer writes about it
-MICRO_MARGIN = 5.0          # micro timeout = this times the slowest honest micro run ...
+MICRO_MARGIN = 3.0          # micro timeout = this times the slowest honest micro run ...
 MICRO_FLOOR_S = 10.0        # ... and at least this
+MICRO_MEMORY_MARGIN = 3.0   # micro memory cap = this times the largest honest micro peak ...
+MICRO_MEMORY_FLOOR_MB = 1024  # ... and at least this
 MAX_OPS = 3
 MAX_REWRITE = 0.5           # an edited section keeps at least half of its text
 EVOLVABLE_PROMPTS = ("brainstorm", "chat", "develop", "repair")
+MAX_PRIOR_WEIGHT = 5        # pseudo-outcomes an evolved prior may count as
 PRIOR_CAP = 0.05            # |prior mean| the offline proposer may set (metric units)
 
 Kind = Literal["policy", "bullets", "prompt", "micro", "seeds"]
@@ -199,7 +202,8 @@ class OfflineProposer:
             harmful = sum(t.outcome() in ("loss", "failure") for t in ts)
             kinds = sorted({t.failure_kind for t in ts if t.failure_kind and t.outcome() == "failure"})
             mean = sum(rewards) / len(rewards)
-            verb = "helps" if mean > world.min_effect / 2 else "hurts" if mean < 0 else "is flat"
+            band = max(world.min_effect / 2, 1e-4)    # within it an arm is flat, not a help or a harm
+            verb = "helps" if mean > band else "hurts" if mean < -band else "is flat"
             text = (f"arm {arm} ({ts[0].family}) {verb}: {len(ts)} experiments, mean shrunk {world.metric} effect "
                     f"{mean:+.4f}, {wins} shipped, {harmful} lost or failed"
                     + (f" (failures: {', '.join(kinds)})" if kinds else "")
@@ -224,37 +228,49 @@ class OfflineProposer:
 
     def _policy(self, current, batch, world) -> Candidate | None:
         policy = current.policy
-        arm_prior = dict(policy.arm_prior)
+        default = Policy()
+        arm_prior, arm_weight = dict(policy.arm_prior), dict(policy.arm_weight)
         changed = []
         for arm, ts in sorted(self._by_arm(batch).items()):
             if len(ts) < MIN_ARM_OUTCOMES:
                 continue
             rewards = [t.reward() for t in ts]
-            # empirical Bayes: the arm's mean shrunk towards the current prior, prior weighing one outcome
-            old = policy.prior(arm, ts[0].family)
-            new = round(max(-PRIOR_CAP, min(PRIOR_CAP, (old + sum(rewards)) / (1 + len(rewards)))), 5)
-            if abs(new - old) < 1e-5:
+            # empirical Bayes from the default prior: the arm's observed mean shrunk by one pseudo-
+            # outcome of the shipped prior, counting as up to MAX_PRIOR_WEIGHT outcomes in a new run
+            # (half the evidence, so a run can still overturn it)
+            old, old_w = policy.prior(arm, ts[0].family), policy.weight(arm)
+            new = round(max(-PRIOR_CAP, min(PRIOR_CAP, (default.prior(arm, ts[0].family) + sum(rewards))
+                                             / (1 + len(rewards)))), 5)
+            weight = float(min(MAX_PRIOR_WEIGHT, max(1, len(rewards) // 2)))
+            if abs(new - old) < 1e-5 and weight == old_w:
                 continue
-            arm_prior[arm] = new
-            changed.append({"field": f"policy.arm_prior.{arm}", "old": old, "new": new, "outcomes": len(ts)})
+            arm_prior[arm], arm_weight[arm] = new, weight
+            changed.append({"field": f"policy.arm_prior.{arm}", "old": old, "new": new, "weight": weight,
+                            "outcomes": len(ts)})
         if not changed:
             return None
-        spec = current.model_copy(update={"policy": policy.model_copy(update={"arm_prior": arm_prior})})
+        spec = current.model_copy(update={"policy": policy.model_copy(update={"arm_prior": arm_prior,
+                                                                             "arm_weight": arm_weight})})
         return Candidate("policy", spec, changed, f"moved {len(changed)} arms' prior means towards their outcomes",
                          self.name)
 
     def _micro(self, current, batch, world) -> Candidate | None:
+        settings = calibrate_micro([s for t in batch for s in t.micro_ok_s], [m for t in batch for m in t.micro_ok_mb])
+        if settings is None:
+            return None
+        old = current.micro
+        same = lambda a, b: a is not None and b is not None and abs(a - b) / b < 0.2  # noqa: E731
+        if same(settings.timeout_s, old.timeout_s) and (settings.memory_mb is None or same(settings.memory_mb,
+                                                                                               old.memory_mb)):
+            return None
+        spec = current.model_copy(update={"micro": settings})
         times = [s for t in batch for s in t.micro_ok_s]
-        if len(times) < 3:
-            return None
-        timeout = float(math.ceil(max(MICRO_FLOOR_S, MICRO_MARGIN * max(times))))
-        old = current.micro.timeout_s
-        if old is not None and abs(timeout - old) / old < 0.2:
-            return None
-        spec = current.model_copy(update={"micro": MicroSettings(timeout_s=timeout)})
-        return Candidate("micro", spec, [{"field": "micro.timeout_s", "old": old, "new": timeout,
-                                          "honest_runs": len(times), "slowest_s": round(max(times), 2)}],
-                         f"{len(times)} honest micro runs took at most {max(times):.1f} s", self.name)
+        peaks = [m for t in batch for m in t.micro_ok_mb]
+        return Candidate("micro", spec, [{"field": "micro", "old": old.model_dump(), "new": settings.model_dump(),
+                                          "honest_runs": len(times), "slowest_s": round(max(times), 2),
+                                          "peak_mb": round(max(peaks), 1) if peaks else None}],
+                         f"{len(times)} honest micro runs took at most {max(times):.1f} s"
+                         + (f" and {max(peaks):.0f} MB" if peaks else ""), self.name)
 
     def _seeds(self, current, batch, world) -> Candidate | None:
         sd, dof = tj.seed_sd(batch)
@@ -270,6 +286,18 @@ class OfflineProposer:
                                           "seed_sd": round(sd, 6), "dof": dof}],
                          f"seed-to-seed sd {sd:.4g} over {dof} degrees of freedom needs {need} paired seeds "
                          f"to resolve {world.min_effect}", self.name)
+
+
+def calibrate_micro(seconds: list[float], peaks_mb: list[float]) -> MicroSettings | None:
+    """Micro-tier settings from honest micro runs: a timeout of MICRO_MARGIN times the slowest
+    (at least MICRO_FLOOR_S) and a memory cap of MICRO_MEMORY_MARGIN times the largest peak (at
+    least MICRO_MEMORY_FLOOR_MB); None with fewer than three runs to go on."""
+    if len(seconds) < 3:
+        return None
+    timeout = float(math.ceil(max(MICRO_FLOOR_S, MICRO_MARGIN * max(seconds))))
+    memory = int(math.ceil(max(MICRO_MEMORY_FLOOR_MB, MICRO_MEMORY_MARGIN * max(peaks_mb)))) if len(peaks_mb) >= 3 \
+        else None
+    return MicroSettings(timeout_s=timeout, memory_mb=memory)
 
 
 class LLMProposer:
@@ -377,24 +405,36 @@ def bullets_gate(candidate: Candidate, held_back: list[Trajectory], world: World
         if len(seen) >= MIN_ARM_OUTCOMES:
             mean = sum(seen) / len(seen)
             checked.append({"arm": arm, "claims": claims, "held_back": len(seen), "mean": mean})
-            if (claims == "helps" and mean < 0) or (claims == "hurts" and mean > world.min_effect / 2):
+            band = max(world.min_effect / 2, 1e-4)
+            if (claims == "helps" and mean < 0) or (claims == "hurts" and mean > 0) or \
+                    (claims == "flat" and abs(mean) > 2 * band):
                 contradicted.append(f"{arm} (claims {claims}, held-back mean {mean:+.4f} over {len(seen)})")
     evidence = {"checked": checked, "contradicted": contradicted}
     if contradicted:
         return GateResult(False, "held-back outcomes contradict: " + "; ".join(contradicted), evidence)
+    if not checked:
+        return GateResult(False, f"no arm of these bullets has {MIN_ARM_OUTCOMES} held-back outcomes to check them "
+                                 "against yet", evidence)
     return GateResult(True, f"no held-back outcome contradicts the bullets ({len(checked)} arms checked against "
                             f"held-back outcomes, {len(candidate.arms) - len(checked)} without any)", evidence)
 
 
 def micro_gate(candidate: Candidate, held_back: list[Trajectory]) -> GateResult:
-    timeout = candidate.spec.micro.timeout_s
+    """No honest held-back micro run would have hit the candidate's timeout or memory cap."""
+    timeout, cap = candidate.spec.micro.timeout_s, candidate.spec.micro.memory_mb
     times = [s for t in held_back for s in t.micro_ok_s]
+    peaks = [m for t in held_back for m in t.micro_ok_mb]
     slow = [s for s in times if timeout is not None and s >= timeout]
-    evidence = {"timeout_s": timeout, "held_back_runs": len(times), "slowest_s": max(times) if times else None}
-    if slow:
-        return GateResult(False, f"{len(slow)} honest held-back micro runs took longer than {timeout:g} s", evidence)
-    return GateResult(True, f"every one of {len(times)} honest held-back micro runs finishes within {timeout:g} s",
-                      evidence)
+    big = [m for m in peaks if cap is not None and m >= cap]
+    evidence = {"timeout_s": timeout, "memory_mb": cap, "held_back_runs": len(times),
+                "slowest_s": max(times) if times else None, "largest_mb": max(peaks) if peaks else None}
+    if not times:
+        return GateResult(False, "no honest held-back micro run to check the micro settings on", evidence)
+    if slow or big:
+        return GateResult(False, f"honest held-back micro runs would have failed: {len(slow)} over {timeout} s, "
+                                 f"{len(big)} over {cap} MB", evidence)
+    return GateResult(True, f"every one of {len(times)} honest held-back micro runs stays within {timeout:g} s"
+                            + (f" and {cap} MB (largest {max(peaks):.0f} MB)" if cap and peaks else ""), evidence)
 
 
 def seeds_gate(current: HarnessSpec, candidate: Candidate, held_back: list[Trajectory], world: World) -> GateResult:
@@ -523,6 +563,32 @@ class Evolver:
         self.client = client
 
 
+@dataclass(frozen=True)
+class Judged:
+    candidate: Candidate
+    result: GateResult
+    sealed: GateResult | None
+
+
+def step_on(current: HarnessSpec, every: list[Trajectory], world: World, evolver: Evolver
+            ) -> tuple[dict[str, list[Trajectory]], list[Judged]]:
+    """The step without a KB: split, propose on the proposer's share, gate each candidate on
+    the held-back share (accepted ones become the base of the next), check accepted ones on
+    the sealed share for the report. `agentx evolve` and benchmarks/evolution.py both run this."""
+    parts = {s: [t for t in every if t.split == s] for s in ("proposer", "held_back", "sealed")}
+    base = current
+    judged = []
+    for candidate in evolver.proposer.propose(base, parts["proposer"], world):
+        rebased = _rebase(candidate, base, current)
+        result = gate(current, rebased, parts["held_back"], world, visible=parts["proposer"], client=evolver.client)
+        sealed = gate(current, rebased, parts["sealed"], world, visible=parts["proposer"], client=evolver.client) \
+            if result.accepted else None
+        judged.append(Judged(rebased, result, sealed))
+        if result.accepted:
+            current = rebased.spec
+    return parts, judged
+
+
 def evolve(ws, evolver: Evolver | None = None) -> EvolutionStep:
     """One evolution step on workspace `ws` (see the module docstring)."""
     evolver = evolver or Evolver()
@@ -531,27 +597,21 @@ def evolve(ws, evolver: Evolver | None = None) -> EvolutionStep:
     world = World(min_effect=ws.manifest.metric.min_effect, metric=ws.manifest.metric.primary)
     family_of = lambda recipe: ws.recipes.family(recipe) if recipe and recipe in ws.recipes else None  # noqa: E731
     every = tj.load(ws.kb, ws.manifest.metric.sign, family_of)
-    parts = {s: [t for t in every if t.split == s] for s in ("proposer", "held_back", "sealed")}
+    parts, judged = step_on(base.spec, every, world, evolver)
     step = EvolutionStep(base.id, {k: len(v) for k, v in parts.items()})
-    candidates = evolver.proposer.propose(base.spec, parts["proposer"], world)
     step.refused = list(getattr(evolver.proposer, "refused", []))
     for reason in step.refused:
         ws.kb.log_event("harness_delta_refused", {"proposer": evolver.proposer.name, "reason": reason})
     current = base
-    for candidate in candidates:
-        rebased = _rebase(candidate, base.spec, current.spec)
-        result = gate(current.spec, rebased, parts["held_back"], world, visible=parts["proposer"],
-                      client=evolver.client)
-        sealed = gate(current.spec, rebased, parts["sealed"], world, visible=parts["proposer"], client=evolver.client) \
-            if result.accepted else None
-        evidence = {**result.evidence, "sealed": None if sealed is None else
-                    {"confirms": sealed.accepted, "reason": sealed.reason}, "frozen_hash": before}
-        version_id = save_version(ws.kb, rebased.spec, parent_id=current.id,
-                                  status="active" if result.accepted else "rejected",
-                                  proposer=rebased.proposer, reason=result.reason, evidence=evidence,
-                                  delta=rebased.delta)
-        step.decisions.append(Decision(rebased, result, version_id, sealed))
-        if result.accepted:
+    for j in judged:
+        evidence = {**j.result.evidence, "sealed": None if j.sealed is None else
+                    {"confirms": j.sealed.accepted, "reason": j.sealed.reason}, "frozen_hash": before}
+        version_id = save_version(ws.kb, j.candidate.spec, parent_id=current.id,
+                                  status="active" if j.result.accepted else "rejected",
+                                  proposer=j.candidate.proposer, reason=j.result.reason, evidence=evidence,
+                                  delta=j.candidate.delta)
+        step.decisions.append(Decision(j.candidate, j.result, version_id, j.sealed))
+        if j.result.accepted:
             current = get_version(ws.kb, version_id)
     if frozen_hash() != before:
         raise RuntimeError("the evaluator, scoring or guardrail files changed during an evolution step")

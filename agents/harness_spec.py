@@ -68,12 +68,17 @@ class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     family_prior: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_FAMILY_PRIOR))
     arm_prior: dict[str, float] = Field(default_factory=dict, description="per arm; overrides its family's")
+    arm_weight: dict[str, float] = Field(default_factory=dict, description="pseudo-outcomes an arm's prior counts "
+                                         "as (default 1); evolution raises it as evidence from earlier runs grows")
     prior_sd: float = Field(default=0.01, gt=0)
     family_weight: float = Field(default=0.5, ge=0, le=1)
     failure_reward: float = Field(default=-0.005, le=0)
 
     def prior(self, arm: str, family: str) -> float:
         return self.arm_prior.get(arm, self.family_prior.get(family, 0.0))
+
+    def weight(self, arm: str) -> float:
+        return self.arm_weight.get(arm, 1.0)
 
 
 class SeedPolicy(BaseModel):
@@ -87,6 +92,7 @@ class MicroSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     timeout_s: float | None = Field(default=None, gt=0)
+    memory_mb: int | None = Field(default=None, gt=0, description="kernel memory cap at micro (below the harness's)")
 
 
 class HarnessSpec(BaseModel):
@@ -232,11 +238,11 @@ def active_version(kb) -> HarnessVersion:
 
 
 def tier_overrides(kb, tier: str) -> dict:
-    """What the active version overrides of a manifest tier (today: the micro tier's timeout)."""
+    """What the active version overrides of a manifest tier: the micro tier's timeout and memory cap."""
     if tier != "micro":
         return {}
     micro = active_version(kb).spec.micro
-    return {"timeout_s": micro.timeout_s} if micro.timeout_s is not None else {}
+    return {k: v for k, v in (("timeout_s", micro.timeout_s), ("memory_mb", micro.memory_mb)) if v is not None}
 
 
 def save_version(kb, spec: HarnessSpec, *, parent_id: int | None, status: str, proposer: str,

@@ -3,7 +3,7 @@
 An arm is what the bandit chooses: a recipe (its next untried parameters come with it), the
 knobs (Optuna picks the values) or the interactions recipe. Each arm's posterior over its
 signed validation effect is normal: the harness policy's prior mean (per arm, else per
-family) weighs as one observation, the arm's own outcomes count fully and its siblings'
+family) weighs as `arm_weight` observations (one by default), the arm's own outcomes count fully and its siblings'
 (other arms of the same family) count `family_weight` each; the spread shrinks as
 `prior_sd / sqrt(1 + weight)`.
 
@@ -44,8 +44,9 @@ class ArmStats:
 def posterior(policy: Policy, s: ArmStats) -> tuple[float, float]:
     weight = s.n + policy.family_weight * s.sib_n
     total = s.total + policy.family_weight * s.sib_total
-    mean = (policy.prior(s.arm, s.family) + total) / (1.0 + weight)
-    return mean, policy.prior_sd / math.sqrt(1.0 + weight)
+    w0 = policy.weight(s.arm)
+    mean = (w0 * policy.prior(s.arm, s.family) + total) / (w0 + weight)
+    return mean, policy.prior_sd / math.sqrt(w0 + weight)
 
 
 def posteriors(policy: Policy, arms: list[ArmStats]) -> tuple[np.ndarray, np.ndarray]:

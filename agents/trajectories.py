@@ -5,8 +5,8 @@ the harness version that made it (its playbook bullets and the prior its arm had
 brain's choice probability and the posterior inputs of every arm it chose among, the code
 change (branch and commits), the micro and full outcomes, the verdict with its effect and
 confidence interval, the vetoes, and the reviewer's decision. One bounded SQL read
-(`WINDOW` most recent experiments), so an evolution step costs the same at a million
-experiments as at a hundred.
+(`knowledge.reads.trajectory_rows`: the `WINDOW` most recent experiments), so an evolution
+step costs about the same at a million experiments as at a hundred.
 
 The split is fixed per experiment id (a hash), never by the proposer: `sealed` trajectories
 (20%) are only ever used to report whether an accepted change holds up; `held_back` (30%)
@@ -21,32 +21,11 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Literal
 
+from knowledge.reads import trajectory_rows
+
 WINDOW = 500                 # most recent experiments an evolution step reads
 GATE_FAILURE_REWARD = -0.005  # the gate's price of a failure: fixed, so a candidate cannot redefine its own score
 Split = Literal["proposer", "held_back", "sealed"]
-
-SQL = """
-    SELECT e.id, e.title, e.recipe, e.params, e.source, e.status, e.arm, e.propensity, e.decision_context,
-           e.harness_version, e.branch, e.base_commit, e.head_commit, e.proposal,
-           v.decision, v.delta, v.ci_low, v.ci_high, v.valid_delta, v.n_seeds, v.per_seed, v.guardrails,
-           l.failure_kind, l.recipe_family,
-           p.state AS pr_state, p.review_reason,
-           r.micro_ok_s, r.micro_status, r.full_runs
-    FROM (SELECT * FROM experiments ORDER BY id DESC LIMIT ?) e
-    LEFT JOIN (SELECT * FROM verdicts QUALIFY row_number() OVER (PARTITION BY experiment_id ORDER BY id DESC) = 1) v
-           ON v.experiment_id = e.id
-    LEFT JOIN (SELECT * FROM lessons QUALIFY row_number() OVER (PARTITION BY experiment_id ORDER BY id DESC) = 1) l
-           ON l.experiment_id = e.id
-    LEFT JOIN pull_requests p ON p.experiment_id = e.id
-    LEFT JOIN (SELECT experiment_id,
-                      list(wall_s ORDER BY started_at) FILTER (WHERE tier = 'micro' AND status = 'ok') AS micro_ok_s,
-                      list(status ORDER BY started_at) FILTER (WHERE tier = 'micro') AS micro_status,
-                      count(*) FILTER (WHERE tier <> 'micro') AS full_runs
-               FROM runs WHERE experiment_id IS NOT NULL GROUP BY experiment_id) r
-           ON r.experiment_id = e.id
-    WHERE e.status IN ('failed', 'evaluated', 'merged', 'rejected')
-    ORDER BY e.id"""
-
 
 @dataclass(frozen=True)
 class Trajectory:
@@ -71,7 +50,9 @@ class Trajectory:
     vetoes: list[str] = field(default_factory=list)
     pr_state: str | None = None
     review_reason: str | None = None
-    micro_ok_s: list[float] = field(default_factory=list)     # wall seconds of honest (ok) micro runs
+    micro_ok_s: list[float] = field(default_factory=list)     # seconds honest (ok) micro runs executed (the
+                                                              # timeout's clock: no kernel start-up)
+    micro_ok_mb: list[float] = field(default_factory=list)    # their kernels' peak memory (MB)
     micro_status: list[str] = field(default_factory=list)
     branch: str | None = None
     head_commit: str | None = None
@@ -112,7 +93,7 @@ def split_of(experiment_id: str) -> Split:
 def load(kb, sign: int, family_of=lambda recipe: None, window: int = WINDOW) -> list[Trajectory]:
     """The finished experiments among the `window` most recent, oldest first."""
     out = []
-    for r in kb.query(SQL, [window]):
+    for r in trajectory_rows(kb, window):
         guards = r["guardrails"] or []
         per_seed = r["per_seed"] or []
         ci = sorted((sign * r["ci_low"], sign * r["ci_high"])) if r["ci_low"] is not None else (None, None)
@@ -129,7 +110,8 @@ def load(kb, sign: int, family_of=lambda recipe: None, window: int = WINDOW) -> 
             seed_effects=[sign * s["delta"] for s in per_seed if s.get("delta") is not None],
             vetoes=[g["name"] for g in guards if not g.get("ok", True)],
             pr_state=r["pr_state"], review_reason=r["review_reason"],
-            micro_ok_s=[x for x in (r["micro_ok_s"] or []) if x is not None], micro_status=r["micro_status"] or [],
+            micro_ok_s=[x for x in (r["micro_ok_s"] or []) if x is not None],
+            micro_ok_mb=[x for x in (r["micro_ok_mb"] or []) if x is not None], micro_status=r["micro_status"] or [],
             branch=r["branch"], head_commit=r["head_commit"]))
     return out
 

@@ -14,33 +14,35 @@ bring it up to date (m007 backfills the read columns, as for a KB that grew befo
 Then times every read the brainstorm, the knob search and the harness evolution (and its
 gate, which reads the same trajectories) make, through a `KnowledgeBase` on the file:
 per read the first call (a fresh connection) and the median of the next `--repeats`
-(a burst of reads shares one warm connection, knowledge/store.py). Rows named "now" are
-other modules' reads as they are today, "old" the reads knowledge/reads.py replaces (only
+(a burst of reads shares one warm connection, knowledge/store.py). Rows named "old" are the reads knowledge/reads.py replaces (only
 up to `--old-up-to` experiments: seconds each at 1M), "stress" a case the brains cannot
 produce (a configuration with thousands of experiments). Prints a table and, last, one
 JSON line. Target (the KB-scale issue): every new read under 50 ms median at 1M.
 
-Medians (ms) on the 2-core dev box, idle (load 1.0), duckdb 2.0.1:
+Medians (ms) on the 2-core dev box, idle (load 1.1), duckdb 2.0.1, 2026-11-30:
 
     read                                     10k    100k      1M
-    recipe_outcomes                          2.5     6.2    22.0
-    tried_params (1 recipe, 11 keys)         1.4     1.6     1.8
-    tried_by_recipe (17 recipes, 187 keys)   3.5     3.8     9.0
-    is_tried                                 1.0     0.9     1.0
-    tried_params knobs as sets (30 keys)     2.2     1.8     1.8
-    finished_count knobs                     1.1     1.6     4.6
-    prior_trials (latest 500 knob trials)    9.4    10.3    10.1
-    recent_experiments (500)                 9.8    10.9    14.1
-    recent_experiments (30) + 10 lessons     7.7    11.7    11.2
-    trajectory_rows (500)                   20.1    19.2    22.0
-    tried_items (21 crosses)                 1.3     2.0     8.7
-    now brainstorm.history_table             6.2    22.9   131.0
-    now trajectories.load                   30.8    96.9   887.2
-    stress tried_params (9 keys x ~4,600)    5.0     6.8    26.0
-    old outcomes()                          21.0   181.7       -
-    old tried_configurations()              87.7   869.7       -
-    old prior_trials (every knob exp.)      17.0   170.3       -
+    recipe_outcomes                          3.3     5.8    30.0
+    tried_params (1 recipe, 11 keys)         1.3     1.9     2.5
+    tried_by_recipe (17 recipes, 187 keys)   3.4     3.9    12.3
+    is_tried                                 0.8     0.9     1.8
+    tried_params knobs as sets (30 keys)     2.1     2.0     2.2
+    finished_count knobs                     1.0     1.7     6.4
+    prior_trials (latest 500 knob trials)   10.5    11.1    11.9
+    recent_experiments (500)                10.7    11.5    13.4
+    recent_experiments (30) + 10 lessons     8.3     8.1    14.2
+    trajectory_rows (500)                   20.0    19.6    22.2
+    tried_items (21 crosses)                 1.4    24.3    10.0
+    brainstorm experiment_count              0.7     0.9     0.8
+    harness active_version                   2.1     1.9     2.1
+    brainstorm history_table (LLM prompt)    8.5     8.8    13.8
+    trajectories.load (evolution step)      23.2    24.1    29.6
+    stress tried_params (9 keys x ~4,600)    6.4     7.0    28.1
+    old outcomes()                          17.8   186.9       -
+    old tried_configurations()              67.4   991.6       -
+    old prior_trials (every knob exp.)      15.2   217.5       -
 
+Before the SQL reads, `history_table` took 131 ms and `trajectories.load` 887 ms at 1M.
 A first call, which opens the connection, adds 15-40 ms. With another process keeping both
 cores busy (load 3-4) every figure about doubles; recipe_outcomes, one scan of every
 experiment, is then 45-70 ms at 1M.
@@ -64,7 +66,8 @@ import duckdb  # noqa: E402
 
 from agents import interactions, trajectories  # noqa: E402
 from agents.applicability import tried_configurations  # noqa: E402
-from agents.brainstorm import FAILURE_REWARD, history_table, outcomes  # noqa: E402
+from agents.brainstorm import FAILURE_REWARD, experiment_count, history_table, outcomes  # noqa: E402
+from agents.harness_spec import active_version  # noqa: E402
 from agents.knob_search import KNOB_RECIPE, prior_trials  # noqa: E402
 from knowledge import reads  # noqa: E402
 from knowledge.migrations import MIGRATIONS  # noqa: E402
@@ -275,9 +278,9 @@ def knob_keys(kb: KnowledgeBase) -> list[str]:
 
 def reads_of(kb: KnowledgeBase) -> dict[str, Callable[[], object]]:
     """The reads the brainstorm, the knob search and the harness evolution make, by the table's
-    names: the new ones (knowledge/reads.py), "now": reads of other modules as they are today,
-    "stress": a case the brains cannot produce (the brainstorm never proposes a tried
-    configuration again, so no configuration has thousands of experiments)."""
+    names: the brains' reads (most in knowledge/reads.py) and, "stress", a case the brains
+    cannot produce (the brainstorm never proposes a tried configuration again, so no
+    configuration has thousands of experiments)."""
     grids = grid_keys()
     knobs = knob_keys(kb)
     crosses = [f"product(f{a:02d},f{(a + 1) % 20:02d})" for a in range(20)] + ["product(f00,f05)"]
@@ -295,9 +298,10 @@ def reads_of(kb: KnowledgeBase) -> dict[str, Callable[[], object]]:
                                                          kb.query("SELECT text FROM lessons ORDER BY id DESC LIMIT 10")),
         "trajectory_rows (500)": lambda: reads.trajectory_rows(kb, trajectories.WINDOW),
         "tried_items (21 crosses)": lambda: reads.tried_items(kb, interactions.INTERACTION_RECIPE, "feats", crosses),
-        "now experiment_count": lambda: kb.query("SELECT count(*) AS n FROM experiments"),
-        "now brainstorm.history_table": lambda: history_table(kb),
-        "now trajectories.load": lambda: trajectories.load(kb, -1),
+        "brainstorm experiment_count": lambda: experiment_count(kb),
+        "harness active_version": lambda: active_version(kb),
+        "brainstorm history_table (LLM prompt)": lambda: history_table(kb),
+        "trajectories.load (evolution step)": lambda: trajectories.load(kb, -1),
         "stress tried_params (9 keys x ~4,600 rows)": lambda: reads.tried_params(kb, "recipe_00", grids["recipe_00"]),
     }
 
@@ -354,7 +358,7 @@ def main() -> None:
     for name in names:
         print(f"{name:<{width}} " + " ".join(f"{results[label][name]:>10.2f}" if name in results[label]
                                              else f"{'-':>10}" for label in labels))
-    new = [n for n in names if not n.startswith(("old", "now", "stress"))]
+    new = [n for n in names if not n.startswith(("old", "stress"))]
     worst = {label: max((results[label][n], n) for n in new if n in results[label]) for label in labels}
     print("\nslowest new read per size: " + "; ".join(f"{label} {ms:.1f} ms ({name})"
                                                      for label, (ms, name) in worst.items())

@@ -2,6 +2,7 @@
 
     python benchmarks/planted_bugs.py [--micro-timeout S] [--full-timeout S] [--memory-mb MB]
                                       [--bugs a,b,...] [--cold] [--skip-full-when-caught]
+                                      [--calibrate N]
 
 Creates a throwaway MovieLens workspace, runs an honest branch at the micro tier (it must
 pass: a false alarm is a bug), then plants each defect as its own branch and runs it at the
@@ -12,6 +13,13 @@ catch rates, the median seconds per caught defect at micro and at full, and one 
 
 Timeouts default to the manifest's tiers; the endless loop costs exactly the tier's timeout,
 so --full-timeout bounds the benchmark's own running time (the JSON line records both).
+
+--calibrate N first runs the honest branch N times at micro (seeds 0..N-1) and gives the
+micro tier the settings harness evolution's offline proposer derives from those runs
+(agents/harness_evolution.calibrate_micro: timeout 3x the slowest, at least 10 s; memory
+cap 3x the largest peak, at least 1 GiB), as the active harness version would after a few
+experiments; the defects then run under them. The JSON line adds the settings and the
+total micro seconds over the caught defects.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from agentx.workspace import load_manifest  # noqa: E402
 from knowledge import KnowledgeBase  # noqa: E402
 from tools.git_repo import WorkspaceRepo  # noqa: E402
 from tools.harness import Harness  # noqa: E402
+from agents.harness_evolution import calibrate_micro  # noqa: E402
 from tools.planted import BUGS, PlantedBug, plant  # noqa: E402
 
 
@@ -98,6 +107,8 @@ def main() -> None:
     parser.add_argument("--cold", action="store_true", help="a fresh kernel per run started on the spot")
     parser.add_argument("--skip-full-when-caught", action="store_true",
                         help="run the full tier only for defects the micro tier missed")
+    parser.add_argument("--calibrate", type=int, default=0, metavar="N",
+                        help="calibrate the micro tier from N honest micro runs first (the offline proposer's rule)")
     args = parser.parse_args()
     bugs = [b for b in BUGS if not args.bugs or b.name in args.bugs.split(",")]
 
@@ -112,6 +123,20 @@ def main() -> None:
                   f"{manifest.tiers.micro.timeout_s:g} s | full tier: all rows, {manifest.tiers.full.epochs} epochs, "
                   f"timeout {manifest.tiers.full.timeout_s:g} s | memory cap {args.memory_mb} MB | "
                   f"{'cold' if args.cold else 'warm'} kernels", flush=True)
+            calibrated = None
+            if args.calibrate:
+                seconds, peaks = [], []
+                for seed in range(args.calibrate):
+                    run = harness.run(repo.root, repo.head(), tier="micro", seed=seed, arm="treatment")
+                    row = harness.kb.get_run(run.run_id)
+                    seconds.append(row["exec_s"])       # the timeout's clock (kernel start-up excluded)
+                    peaks.append(row["peak_rss_mb"])
+                calibrated = calibrate_micro(seconds, peaks)
+                harness.tier_overrides = lambda tier: ({k: v for k, v in calibrated.model_dump().items()
+                                                        if v is not None} if tier == "micro" else {})
+                print(f"calibrated from {args.calibrate} honest micro runs (slowest {max(seconds):.1f} s, largest "
+                      f"peak {max(peaks):.0f} MB): micro timeout {calibrated.timeout_s:g} s, memory cap "
+                      f"{calibrated.memory_mb} MB", flush=True)
             honest = attempt(harness, repo.root, repo.head(), "micro")
             print(f"honest branch at micro: {honest.kind or 'ok'} in {honest.seconds:.1f} s "
                   f"({'false alarm: ' + honest.detail if honest.kind else 'no false alarm'})", flush=True)
@@ -146,13 +171,20 @@ def main() -> None:
           f"({len(caught) / n:.0%}); false alarms on the honest branch: {int(honest.kind is not None)}")
     print(f"median seconds per caught defect: micro {micro_median} s; the same defects at full {full_same} s; "
           f"every defect the full tier catches {full_all} s")
+    micro_total = round(sum(r.micro.seconds for r in at_micro), 1)
+    full_total = round(sum(r.full.seconds for r in at_micro if r.full), 1) if all(r.full for r in at_micro) else None
+    print(f"total seconds over the defects caught at micro: micro {micro_total} s"
+          + (f"; the same defects at full {full_total} s" if full_total is not None else ""))
     print(json.dumps({
         "defects": n, "caught_micro": len(at_micro), "caught_overall": len(caught),
         "catch_rate_micro": round(len(at_micro) / n, 3), "catch_rate_overall": round(len(caught) / n, 3),
         "median_s_micro": micro_median, "median_s_full_same_defects": full_same, "median_s_full": full_all,
         "false_alarms": int(honest.kind is not None), "honest_micro_s": round(honest.seconds, 2),
-        "micro_timeout_s": manifest.tiers.micro.timeout_s, "full_timeout_s": manifest.tiers.full.timeout_s,
-        "memory_cap_mb": args.memory_mb, "warm_kernels": not args.cold,
+        "micro_timeout_s": calibrated.timeout_s if calibrated else manifest.tiers.micro.timeout_s,
+        "full_timeout_s": manifest.tiers.full.timeout_s,
+        "memory_cap_mb": args.memory_mb, "micro_memory_cap_mb": calibrated.memory_mb if calibrated else args.memory_mb,
+        "calibrated_from": args.calibrate, "total_s_micro_caught": micro_total, "total_s_full_same_defects": full_total,
+        "warm_kernels": not args.cold,
         "missed": [r.bug.name for r in rows if not r.tier_caught],
         "per_defect": {r.bug.name: {"expected": r.bug.expected_kind, "micro": r.micro.kind,
                                     "full": r.full.kind if r.full else None, "tier": r.tier_caught,

@@ -183,6 +183,7 @@ def m006_harness_evolution(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE experiments ADD COLUMN arm TEXT")              # the bandit arm the brainstorm chose
     con.execute("ALTER TABLE experiments ADD COLUMN propensity DOUBLE")     # its choice probability (Monte Carlo)
     con.execute("ALTER TABLE experiments ADD COLUMN decision_context JSON")  # every candidate arm's posterior inputs
+    con.execute("ALTER TABLE runs ADD COLUMN peak_rss_mb DOUBLE")            # the kernel's peak memory (calibration)
 
 
 def m007_read_columns(con: duckdb.DuckDBPyConnection) -> None:

@@ -138,14 +138,17 @@ def test_seed_and_micro_calibration_from_observed_variance_and_run_times():
                            family="f", harness_version=1, propensity=None, decision_context=None,
                            status="evaluated", failure_kind=None, decision="inconclusive", effect=0.0, ci_low=-0.01,
                            ci_high=0.01, valid_effect=0.0, seed_effects=[0.003 * ((-1) ** j) for j in range(3)],
-                           micro_ok_s=[1.2, 0.9]) for i in range(4)]
+                           micro_ok_s=[1.2, 0.9], micro_ok_mb=[420.0, 500.0]) for i in range(4)]
     candidates = {c.kind: c for c in he.OfflineProposer().propose(default_harness(), noisy, WORLD)}
     assert candidates["seeds"].spec.seeds.initial == tj.MAX_SEEDS           # sd 0.0035 vs min_effect 0.002
-    assert candidates["micro"].spec.micro.timeout_s == 10.0                # 5 x 1.2 s, floored at 10 s
+    assert candidates["micro"].spec.micro.timeout_s == 10.0                # 3 x 1.2 s, floored at 10 s
+    assert candidates["micro"].spec.micro.memory_mb == 1500                # 3 x 500 MB
     assert he.seeds_gate(default_harness(), candidates["seeds"], noisy, WORLD).accepted
     assert he.micro_gate(candidates["micro"], noisy).accepted
     slow = [t.__class__(**{**t.__dict__, "micro_ok_s": [12.0]}) for t in noisy]
     assert not he.micro_gate(candidates["micro"], slow).accepted
+    big = [t.__class__(**{**t.__dict__, "micro_ok_mb": [1600.0]}) for t in noisy]
+    assert not he.micro_gate(candidates["micro"], big).accepted
 
 
 # -- the LLM proposer and the replay gate -------------------------------------------------------------
@@ -243,6 +246,9 @@ def test_loop_records_harness_versions_evolves_and_rollback_reaches_the_next_exp
     assert len(experiments) == 4 and all(e["harness_version"] is not None for e in experiments)
     assert all(e["arm"] == "knobs" and 0 < e["propensity"] <= 1 for e in experiments)
     assert len(kb.events("evolve_harness")) == 2
+    evolved = runner.invoke(app, ["evolve", "--workspace", str(ws_dir)])
+    assert evolved.exit_code == 0 and "trajectories: proposer" in evolved.output, evolved.output
+    assert "active harness: v" in evolved.output and len(kb.events("evolve_harness")) == 3
     # make a version active by hand, then roll back: the next experiment names the parent
     base = active_version(kb)
     spec = base.spec.model_copy(update={"playbook": {"brainstorm": [Bullet(id="hand", text="by hand", source="t")]}})

@@ -129,8 +129,9 @@ class Harness:
         self.extra_env = {"AGENTX_CACHE_DIR": str(self.cache), **(extra_env or {})}
         self.memory_limit_mb = memory_limit_mb
         self.progress = progress
-        # tier name -> fields that override the manifest's (the active harness version's micro
-        # timeout: agents/harness_spec.py; set by agentx.context.Workspace.open)
+        # tier name -> fields that override the manifest's, plus "memory_mb" (a lower kernel memory
+        # cap for that tier): the active harness version's micro settings (agents/harness_spec.py;
+        # set by agentx.context.Workspace.open)
         self.tier_overrides: Callable[[str], dict] = lambda _: {}
         self._splits: Splits | None = None
         self._splits_head: str | None = None
@@ -285,7 +286,7 @@ class Harness:
         if name not in names:
             raise UserError(f"unknown tier {name!r}: this workspace has {', '.join(names)}")
         spec = getattr(self.manifest.tiers, name)
-        overrides = self.tier_overrides(name)
+        overrides = {k: v for k, v in self.tier_overrides(name).items() if k in type(spec).model_fields}
         return spec.model_copy(update=overrides) if overrides else spec
 
     def protected_reference(self) -> dict[str, str]:
@@ -370,8 +371,12 @@ class Harness:
                                                 needles=audit.needles, module=self.manifest.train.module,
                                                 function=self.manifest.train.function, run_dir=seen_run,
                                                 cwd=WORK if confined else str(slot.work))
+                cap = self.tier_overrides(tier).get("memory_mb")   # a calibrated tier may cap memory lower
+                if cap is not None and (box.memory_limit_mb is None or cap < box.memory_limit_mb):
+                    box.memory_limit_mb = cap
                 result = box.execute(boot, timeout_s=tier_spec.timeout_s)
                 report["exec_s"] = result.duration_s
+                report["peak_rss_mb"] = result.peak_rss_mb
                 if result.ok:
                     measured = box.execute(REPORT.format(batch_csv=f"{seen_run}/test.csv",
                                                          id_column=self.manifest.data.id_column), timeout_s=60)
@@ -442,7 +447,8 @@ class Harness:
         with self.kb.session() as kb:
             kb.finish_run(outcome.run_id, status=outcome.status, failure_kind=outcome.failure_kind,
                           failure_detail=outcome.failure_detail, kernel_start_s=outcome.kernel_start_s,
-                          exec_s=outcome.exec_s, wall_s=outcome.wall_s, device=report.get("device", "cpu"))
+                          exec_s=outcome.exec_s, wall_s=outcome.wall_s, device=report.get("device", "cpu"),
+                          peak_rss_mb=report.get("peak_rss_mb"))
             for split, values in by_split.items():
                 kb.add_metrics(outcome.run_id, split, values)
             kb.log_event("run_finished", {"run_id": outcome.run_id, "status": outcome.status,
