@@ -234,10 +234,11 @@ def finished_count(kb, recipe: str) -> int:
 
 
 @dataclass(frozen=True)
-class Trajectory:
-    """One experiment as the harness evolution reflects on it: what was proposed (and, when
-    the brainstorm chose it, from which arm and with what probability), what happened, and
-    its latest verdict."""
+class RecentExperiment:
+    """One of the latest experiments, as the LLM brainstorm's history table shows it: what was
+    proposed (and, when the heuristic brainstorm chose it, from which arm and with what
+    probability), what happened, and its latest verdict. (The evolution's richer record is
+    agents/trajectories.Trajectory, read by `trajectory_rows`.)"""
 
     experiment_id: str
     title: str | None
@@ -255,7 +256,7 @@ class Trajectory:
     pr_state: str | None
 
 
-def recent_experiments(kb, limit: int = TRAJECTORY_LIMIT) -> list[Trajectory]:
+def recent_experiments(kb, limit: int = TRAJECTORY_LIMIT) -> list[RecentExperiment]:
     """The latest `limit` experiments (any status), newest first, each with its latest verdict
     and its pull request's state. Reads `limit` rows whatever the KB's size (the verdicts
     are looked up by id)."""
@@ -271,7 +272,7 @@ def recent_experiments(kb, limit: int = TRAJECTORY_LIMIT) -> list[Trajectory]:
               ORDER BY {RECENT_FIRST} LIMIT ?) e
         LEFT JOIN verdicts v ON v.id = e.verdict_id
         ORDER BY e.created_at DESC, length(e.id) DESC, e.id DESC""", [*since, limit])
-    return [Trajectory(r["id"], r["title"], r["recipe"], r["params"] or {}, r["source"], r["status"], r["arm"],
+    return [RecentExperiment(r["id"], r["title"], r["recipe"], r["params"] or {}, r["source"], r["status"], r["arm"],
                        r["propensity"], r["decision"], r["delta"], r["ci_low"], r["ci_high"], r["valid_delta"],
                        r["pr_state"]) for r in rows]
 
@@ -329,7 +330,7 @@ __all__ = [
     "RECENT_FIRST",
     "TRAJECTORY_LIMIT",
     "ArmOutcome",
-    "Trajectory",
+    "RecentExperiment",
     "Trial",
     "config_hash",
     "finished_count",
