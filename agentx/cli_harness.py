@@ -89,13 +89,15 @@ def harness_show(workspace: WorkspaceOpt,
     console.print(f"reason: {escape(v.reason or '-')}", soft_wrap=True)
     spec = v.spec
     console.print(f"policy: {json.dumps(spec.policy.model_dump(), sort_keys=True)}", soft_wrap=True, markup=False)
+    manifest = "the manifest's"
     console.print(f"seeds: {spec.seeds.initial} initial, {spec.seeds.max} max; micro timeout: "
-                  f"{spec.micro.timeout_s if spec.micro.timeout_s is not None else 'the manifest’s'}")
+                  f"{f'{spec.micro.timeout_s:g} s' if spec.micro.timeout_s is not None else manifest}, micro memory "
+                  f"cap: {f'{spec.micro.memory_mb} MB' if spec.micro.memory_mb is not None else 'the harness default'}")
     for agent, bullets in spec.playbook.items():
         console.print(f"playbook of {agent}:")
         for b in bullets:
-            console.print(f"  [{b.id}] {escape(b.text)} (helpful {b.helpful}, harmful {b.harmful}; {escape(b.source)})",
-                          soft_wrap=True)
+            console.print(f"  [{b.id}] {b.text} (helpful {b.helpful}, harmful {b.harmful}; {b.source})",
+                          soft_wrap=True, markup=False, highlight=False)
     if v.delta:
         console.print("delta: " + json.dumps(v.delta, sort_keys=True), soft_wrap=True, markup=False)
     if v.evidence:
