@@ -253,6 +253,8 @@ def test_loop_records_harness_versions_evolves_and_rollback_reaches_the_next_exp
     base = active_version(kb)
     spec = base.spec.model_copy(update={"playbook": {"brainstorm": [Bullet(id="hand", text="by hand", source="t")]}})
     child = save_version(kb, spec, parent_id=base.id, status="active", proposer="test", reason="by hand")
+    shown = runner.invoke(app, ["harness", "show", str(child), "--workspace", str(ws_dir)])
+    assert shown.exit_code == 0 and "[hand] by hand" in shown.output, shown.output
     listed = runner.invoke(app, ["harness", "list", "--workspace", str(ws_dir)])
     assert listed.exit_code == 0 and f"v{child}" in listed.output
     back = runner.invoke(app, ["harness", "rollback", "--workspace", str(ws_dir)])
