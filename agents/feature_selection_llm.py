@@ -50,10 +50,14 @@ class RefineMove(BaseModel):
 
 
 class LLMFeatureBrain:
-    def __init__(self, client, *, bucket_size: int = BUCKET_SIZE, refine_steps: int = REFINE_STEPS):
+    def __init__(self, client, *, bucket_size: int = BUCKET_SIZE, refine_steps: int = REFINE_STEPS, harness=None):
+        """`harness`: the workspace's active harness version (agents/harness_spec.py), whose
+        prompt sections and feature-selection playbook the prompts are rendered from; None:
+        the shipped templates."""
         if bucket_size < 2:
             raise ValueError(f"bucket_size must be at least 2, not {bucket_size}")
         self.client, self.bucket_size, self.refine_steps = client, bucket_size, refine_steps
+        self.harness = harness
         self.name = f"LLM brain ({client.provider}:{client.model_name})"
 
     def select(self, problem: Problem) -> Selection:
@@ -104,7 +108,7 @@ class LLMFeatureBrain:
         history: list[str] = []
         for step in range(1, self.refine_steps + 1):
             others = [n for n in self._by_relevance(rules) if n not in selected and rules.eligible(n)]
-            prompt = render_prompt("select_features_refine", task=problem.task,
+            prompt = render_prompt("select_features_refine", self.harness, task=problem.task,
                                    constraints=_bullets(problem.constraints.describe()),
                                    selected=self._table(problem, rules, selected),
                                    checks=_checks(check(selected, rules)),
@@ -135,7 +139,7 @@ class LLMFeatureBrain:
                             for x in problem.crosses) or "(none found)"
         notes = "" if not problem.constraints.forbidden else \
             "Forbidden features were removed before this list: " + ", ".join(sorted(problem.constraints.forbidden))
-        prompt = render_prompt("select_features", task=problem.task, stage=stage, keep=keep, notes=notes,
+        prompt = render_prompt("select_features", self.harness, task=problem.task, stage=stage, keep=keep, notes=notes,
                                constraints=_bullets(problem.constraints.describe()),
                                candidates=self._table(problem, rules, names), crosses=crosses)
         return self.client.decide(AGENT, prompt, FeatureDecisions)

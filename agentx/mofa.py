@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from agents.feature_constraints import Constraints
 from agents.feature_selection import OfflineBrain, Problem, Selection
 from agents.feature_selection_llm import LLMFeatureBrain
+from agents.harness_spec import active_version
 from agents.interactions import features_knob
 from agents.knob_search import KNOB_RECIPE, describe_change
 from agents.recipes import Recipe, RecipeRegistry, describe
@@ -92,7 +93,7 @@ def make_brain(kb, spec: str = "heuristic", *, dollar_cap: float | None = None, 
                            dollar_cap=dollar_cap)
     else:
         client = LLMClient.from_spec(provider, kb=kb, dollar_cap=dollar_cap)
-    return LLMFeatureBrain(client)
+    return LLMFeatureBrain(client, harness=active_version(kb).spec)
 
 
 def record_selection(kb, selection: Selection, problem: Problem, version: str) -> None:
