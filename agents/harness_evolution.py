@@ -41,19 +41,21 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from string import Template
 from typing import Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from agents.harness_spec import (AGENTS, Bullet, HarnessSpec, MicroSettings, Policy, SeedPolicy, active_version,
-                                 frozen_hash, get_version, placeholders, rewrite_ratio, save_version)
+                                 frozen_hash, get_version, join_sections, placeholders, rewrite_ratio, save_version)
 from agents.policy import propensity_of
 from agents import trajectories as tj
 from agents.trajectories import Trajectory
 
 CLIP = 10.0                 # largest importance weight (candidate / logged propensity)
-MIN_OPE = 3                 # held-back decisions with logged propensities the policy gate needs
+MIN_OPE = 5                 # held-back decisions with logged propensities the policy gate needs
+MIN_ESS = 3.0               # ... and the candidate's effective sample size over them
 BOOTSTRAP = 1000
 MIN_ARM_OUTCOMES = 2        # outcomes of an arm before the offline proposer writes about it
 MICRO_MARGIN = 3.0          # micro timeout = this times the slowest honest micro run ...
@@ -64,6 +66,7 @@ MAX_OPS = 3
 MAX_REWRITE = 0.5           # an edited section keeps at least half of its text
 EVOLVABLE_PROMPTS = ("brainstorm", "chat", "develop", "repair")
 MAX_PRIOR_WEIGHT = 5        # pseudo-outcomes an evolved prior may count as
+MAX_REPLAY_GROUPS = 5       # held-back groups a prompt replay asks about (two LLM calls each)
 PRIOR_CAP = 0.05            # |prior mean| the offline proposer may set (metric units)
 
 Kind = Literal["policy", "bullets", "prompt", "micro", "seeds"]
@@ -140,7 +143,15 @@ def apply_ops(spec: HarnessSpec, ops: list[DeltaOp], source: str) -> HarnessSpec
                 raise DeltaRefused(f"{where}: {op.agent} has no bullet {bullet.id!r} to edit")
             old = bullets[ids.index(bullet.id)]
             bullets[ids.index(bullet.id)] = old.model_copy(update={"text": bullet.text, "source": source})
-    return spec.model_copy(update={"prompts": prompts, "playbook": playbook})
+    edited = spec.model_copy(update={"prompts": prompts, "playbook": playbook})
+    for name in {op.prompt for op in ops if op.op == "edit_section"}:
+        text = join_sections(prompts[name])
+        try:
+            Template(text).substitute({p: "x" for p in placeholders(text)})
+        except (ValueError, KeyError) as exc:
+            raise DeltaRefused(f"the edited prompt {name!r} no longer renders: {exc} (a bare '$' must be "
+                               "written '$$')") from None
+    return edited
 
 
 # -- candidates and proposers ----------------------------------------------------------------------
@@ -259,6 +270,8 @@ class OfflineProposer:
         if settings is None:
             return None
         old = current.micro
+        if settings.memory_mb is None and old.memory_mb is not None:   # no peaks recorded: keep the cap
+            settings = settings.model_copy(update={"memory_mb": old.memory_mb})
         same = lambda a, b: a is not None and b is not None and abs(a - b) / b < 0.2  # noqa: E731
         if same(settings.timeout_s, old.timeout_s) and (settings.memory_mb is None or same(settings.memory_mb,
                                                                                                old.memory_mb)):
@@ -310,6 +323,7 @@ class LLMProposer:
         self.refused: list[str] = []
 
     def propose(self, current: HarnessSpec, batch: list[Trajectory], world: World) -> list[Candidate]:
+        self.refused = []                 # this step's refusals only
         shown = batch[-self.minibatch:]
         if not shown:
             return []
@@ -389,6 +403,9 @@ def off_policy_gate(current: Policy, candidate: Policy, held_back: list[Trajecto
     evidence = {"estimator": "SNIPW", "clip": CLIP, "n": n, "ess": round(ess, 2), "current": value_cur,
                 "candidate": value_new, "diff": value_new - value_cur, "diff_low_5%": low, "diff_high_95%": high,
                 "replicates": replicates}
+    if ess < MIN_ESS:
+        return GateResult(False, f"off-policy (SNIPW): the candidate's effective sample size {ess:.1f} of {n} is below "
+                                 f"{MIN_ESS:g}: too few held-back decisions it would have made", evidence)
     if low > 0:
         return GateResult(True, f"off-policy (SNIPW, clip {CLIP:g}) gain {value_new - value_cur:+.5f} per decision, "
                                 f"bootstrap 5% bound {low:+.5f} > 0, ESS {ess:.1f} of {n}", evidence)
@@ -430,6 +447,9 @@ def micro_gate(candidate: Candidate, held_back: list[Trajectory]) -> GateResult:
                 "slowest_s": max(times) if times else None, "largest_mb": max(peaks) if peaks else None}
     if not times:
         return GateResult(False, "no honest held-back micro run to check the micro settings on", evidence)
+    if cap is not None and not peaks:
+        return GateResult(False, "no held-back micro run recorded its peak memory to check the memory cap on",
+                          evidence)
     if slow or big:
         return GateResult(False, f"honest held-back micro runs would have failed: {len(slow)} over {timeout} s, "
                                  f"{len(big)} over {cap} MB", evidence)
@@ -468,32 +488,41 @@ def replay_gate(client, current: HarnessSpec, candidate: Candidate, visible: lis
         return GateResult(False, "a prompt change is replayed by an LLM brainstorm; no LLM client was given", {})
     runnable = [t for t in held_back if not t.failed or t.status == "evaluated"]
     groups = [runnable[i:i + group] for i in range(0, len(runnable), group)]
-    groups = [g for g in groups if len(g) >= 2]
+    groups = [g for g in groups if len(g) >= 2][-MAX_REPLAY_GROUPS:]      # the latest; bounds the LLM calls
+    prompts = sorted({op.get("prompt") for op in candidate.delta if op.get("op") == "edit_section"} & {"chat"}
+                     | ({"brainstorm"} if touched - {"chat"} else set()))
     if not groups:
         return GateResult(False, "fewer than two held-back experiments to choose among: nothing to replay",
                           {"held_back": len(held_back)})
     scores = {"current": [], "candidate": []}
     for g in groups:
-        for label, spec in (("current", current), ("candidate", candidate.spec)):
-            scores[label].append(_replay_choice(client, spec, g, visible, world))
+        for prompt in prompts:
+            for label, spec in (("current", current), ("candidate", candidate.spec)):
+                scores[label].append(_replay_choice(client, spec, g, visible, world, prompt))
     cur, new = sum(scores["current"]), sum(scores["candidate"])
-    evidence = {"groups": len(groups), "current": scores["current"], "candidate": scores["candidate"]}
-    if new >= cur:
+    evidence = {"groups": len(groups), "prompts": prompts, "current": scores["current"],
+                "candidate": scores["candidate"]}
+    if new > cur:
         return GateResult(True, f"brainstorm replay over {len(groups)} groups of held-back experiments: "
                                 f"candidate's choices score {new:+.4f}, current's {cur:+.4f}", evidence)
     return GateResult(False, f"brainstorm replay over {len(groups)} groups of held-back experiments: candidate's "
-                             f"choices score {new:+.4f}, below current's {cur:+.4f}", evidence)
+                             f"choices score {new:+.4f}, not above current's {cur:+.4f}", evidence)
 
 
-def _replay_choice(client, spec: HarnessSpec, group: list[Trajectory], visible: list[Trajectory], world) -> float:
-    from agentx.state import ProposalList
+def _replay_choice(client, spec: HarnessSpec, group: list[Trajectory], visible: list[Trajectory], world,
+                   prompt_name: str = "brainstorm") -> float:
+    from agentx.state import Proposal, ProposalList
     choices = "\n".join(f"- {t.title} (recipe {t.recipe or 'free-form'}; params {json.dumps(t.params)})"
                         for t in group)
-    prompt = spec.render("brainstorm", k=1, request="Replay: choose exactly one of the listed candidates; "
-                         "answer with its title.", history=_trajectory_lines(visible[-10:]), architecture="(replay)",
-                         recipes=choices, cards="(replay)", metric=world.metric)
-    answer = client.decide("evolution", prompt, ProposalList)
-    titles = [p.title.strip().lower() for p in answer.proposals[:1]]
+    request = "Replay: choose exactly one of the listed candidates; answer with its title."
+    if prompt_name == "chat":
+        answer = client.decide("evolution", spec.render("chat", request=request, recipes=choices), Proposal)
+        titles = [answer.title.strip().lower()]
+    else:
+        prompt = spec.render("brainstorm", k=1, request=request, history=_trajectory_lines(visible[-10:]),
+                             architecture="(replay)", recipes=choices, cards="(replay)", metric=world.metric)
+        answer = client.decide("evolution", prompt, ProposalList)
+        titles = [p.title.strip().lower() for p in answer.proposals[:1]]
     for t in group:
         if titles and titles[0] == t.title.strip().lower():
             return t.reward()

@@ -114,9 +114,11 @@ class HarnessSpec(BaseModel):
 
     def render(self, name: str, **values: object) -> str:
         """Prompt `name` from this version's sections and its agent's playbook, `$placeholders` filled."""
-        if name not in self.prompts:
-            raise KeyError(f"this harness has no prompt {name!r}; it has {', '.join(sorted(self.prompts))}")
-        text = join_sections(self.prompts[name])
+        # a prompt added to agentx after this version was made: the shipped template's sections
+        sections = self.prompts.get(name) or default_harness().prompts.get(name)
+        if sections is None:
+            raise KeyError(f"no prompt {name!r}; there are {', '.join(sorted(default_harness().prompts))}")
+        text = join_sections(sections)
         bullets = self.bullets(PROMPT_AGENT.get(name, name))
         if bullets:
             lines = [f"- [{b.id}] {b.text} (helpful {b.helpful}, harmful {b.harmful})" for b in bullets]
@@ -266,8 +268,8 @@ def activate(kb, version_id: int, *, why: str) -> HarnessVersion:
         from agentx.errors import UserError
         raise UserError(f"v{version_id} was rejected by the gate ({target.reason}); it cannot be activated")
     current = active_version(kb)
-    with kb.session() as s:
-        s.query("UPDATE harness_versions SET status = 'rolled_back' WHERE id = ?", [current.id])
+    with kb.session() as s:      # one transaction: whatever is active now (even if another process moved it) goes
+        s.query("UPDATE harness_versions SET status = 'rolled_back' WHERE status = 'active'")
         s.query("UPDATE harness_versions SET status = 'active' WHERE id = ?", [version_id])
     kb.log_event("harness_activated", {"from": current.id, "to": version_id, "why": why})
     return get_version(kb, version_id)

@@ -112,7 +112,12 @@ def after_round(state: LoopState, runtime: Runtime[LoopContext]) -> str:
 
 def evolve_harness(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
     ctx = runtime.context
-    step = evolve(ctx.ws, ctx.evolver)
+    try:
+        step = evolve(ctx.ws, ctx.evolver)
+    except (LLMError, BudgetExceeded) as exc:   # the LLM proposer's provider or budget: skip this step
+        ctx.ws.kb.log_event("evolve_harness_skipped", {"reason": str(exc)})
+        ctx.progress(f"evolve: skipped ({exc})")
+        return {"since_evolve": 0}
     for line in step.lines():
         ctx.progress(f"evolve: {line}")
     return {"since_evolve": 0}

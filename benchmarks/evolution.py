@@ -101,7 +101,7 @@ class Tally:
 def replay(world: World, judge: Judge, harness: HarnessSpec, *, n: int, every: int, seed: int, history: list,
            evolver: he.Evolver | None, shuffle: bool, tally: Tally, best: float) -> HarnessSpec:
     """One workspace's loop; returns the harness it ends with (evolved in place when `evolver`)."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)          # the shuffled control's permutations only
     order = {arm: [c for c in configs] for arm, configs in world.arms().items() if arm != "baseline"}
     for arm in order:
         random.Random(seed * 7919 + len(arm)).shuffle(order[arm])
@@ -109,6 +109,7 @@ def replay(world: World, judge: Judge, harness: HarnessSpec, *, n: int, every: i
     outcomes: dict[str, list[float]] = {}
     regret, runs, false_ships, ships, controls = 0.0, 0, 0, 0, set()
     truth = {c.id: true_effect(world, c.id) for c in world.configs}
+    index = {c.id: i for i, c in enumerate(world.configs)}
     family = {c.arm: c.family for c in world.configs}
     brain_rng = np.random.default_rng(seed + 1)
     for i in range(n):
@@ -127,14 +128,18 @@ def replay(world: World, judge: Judge, harness: HarnessSpec, *, n: int, every: i
         propensity = float(choice_probabilities(policy, arms)[pick])
         chosen = arms[pick]
         config = order[chosen.arm].pop(0)
-        # evaluate: initial seeds from the recorded runs, one more while inconclusive
-        seeds = sorted(rng.choice(n_seeds, size=min(harness.seeds.initial, n_seeds), replace=False).tolist())
+        # evaluate: seeds from the recorded runs in an order fixed per (replay, configuration), so every
+        # harness that runs this configuration in this replay draws the same seeds; the initial
+        # number, then one more while inconclusive
+        seed_order = np.random.default_rng([seed, index[config.id]]).permutation(n_seeds).tolist()
+        used = min(harness.seeds.initial, n_seeds)
         while True:
+            seeds = sorted(seed_order[:used])
             delta, low, high = judge.effect(config.id, tuple(seeds))
             decision = "ship" if low > world.min_effect else "reject" if high < 0 else "inconclusive"
-            if decision != "inconclusive" or len(seeds) >= min(harness.seeds.max, n_seeds):
+            if decision != "inconclusive" or used >= min(harness.seeds.max, n_seeds):
                 break
-            seeds = sorted(seeds + [int(rng.choice([s for s in range(n_seeds) if s not in seeds]))])
+            used += 1
         runs += len(seeds)
         controls.update(seeds)
         valid = statistics.fmean(config.valid[s] - world.config(world.baseline).valid[s] for s in seeds)

@@ -33,12 +33,9 @@ def test_default_harness_renders_every_prompt_exactly_as_the_shipped_template():
                                      "title", "hypothesis", "recipe", "params", "entrypoint", "files", "contract",
                                      "kind", "failure", "task", "stage", "keep", "notes", "constraints",
                                      "candidates", "crosses", "selected", "checks", "trajectories", "playbook",
-                                     "sections", "text")}
+                                     "sections", "text", "editable", "protected", "message", "history")}
     for name in prompt_names():
-        try:
-            expected = render_prompt(name, **values)
-        except KeyError:
-            continue
+        expected = render_prompt(name, **values)          # a KeyError here: add the new placeholder above
         assert default_harness().render(name, **values) == expected, name
     assert list(split_sections("a\n# One\nb\n## Two $x\nc\n")) == ["intro", "one", "two_x"]
 
@@ -115,7 +112,7 @@ def test_off_policy_gate_accepts_a_policy_that_favours_what_worked_and_rejects_t
     assert not bad.accepted and bad.evidence["diff"] < 0, bad.reason
     assert 1 <= good.evidence["ess"] <= 30 and "ESS" in good.reason
     few = he.off_policy_gate(Policy(), better, held_back[:2])
-    assert not few.accepted and "needs 3" in few.reason
+    assert not few.accepted and f"needs {he.MIN_OPE}" in few.reason
 
 
 def test_offline_proposer_moves_priors_towards_outcomes_and_compiles_bullets():
@@ -196,7 +193,7 @@ def test_llm_delta_rejected_when_the_replay_chooses_worse():
     (candidate,) = he.LLMProposer(client).propose(default_harness(), [evaluated(9, "Tune the LR", 0.001)], WORLD)
     model.enqueue(pick("Add a cross layer")).enqueue(pick("Drop the age feature"))
     result = he.gate(default_harness(), candidate, HELD_BACK, WORLD, client=client)
-    assert not result.accepted and "below current's" in result.reason
+    assert not result.accepted and "not above current's" in result.reason
 
 
 @pytest.mark.parametrize("ops, why", [
@@ -227,6 +224,18 @@ def test_malformed_llm_delta_is_refused_and_the_log_says_why(tmp_path, tiny_temp
         import re
         assert re.search(why, event["payload"]["reason"]), event["payload"]["reason"]
         assert len(versions(ws.kb)) == 1
+
+
+def test_an_edit_that_would_break_rendering_is_refused_and_a_good_small_edit_applies():
+    spec = default_harness()
+    task = spec.prompts["brainstorm"]["task"]
+    bare = he.DeltaOp(op="edit_section", prompt="brainstorm", section="task", text=task + "Costs are in $ only.\n")
+    with pytest.raises(he.DeltaRefused, match="no longer renders"):
+        he.apply_ops(spec, [bare], "llm: test")
+    fine = bare.model_copy(update={"text": task + "Costs are in $$ only.\n"})
+    edited = he.apply_ops(spec, [fine], "llm: test")
+    assert "Costs are in $ only." in edited.render("brainstorm", k=1, request="r", history="h", recipes="-",
+                                                     cards="-", architecture="-", metric="auc")
 
 
 # -- in the loop -----------------------------------------------------------------------------------

@@ -286,7 +286,9 @@ class Harness:
         if name not in names:
             raise UserError(f"unknown tier {name!r}: this workspace has {', '.join(names)}")
         spec = getattr(self.manifest.tiers, name)
-        overrides = {k: v for k, v in self.tier_overrides(name).items() if k in type(spec).model_fields}
+        # an evolved harness may only tighten a tier (a shorter timeout), never loosen the manifest's
+        overrides = {k: v for k, v in self.tier_overrides(name).items()
+                     if k in type(spec).model_fields and (k != "timeout_s" or v < spec.timeout_s)}
         return spec.model_copy(update=overrides) if overrides else spec
 
     def protected_reference(self) -> dict[str, str]:
