@@ -34,6 +34,8 @@ def evolve(workspace: WorkspaceOpt,
     bootstrap lower bound is above zero). Rejected candidates are kept with the reason
     (`agentx harness list`)."""
     from agentx.brains import make_brains
+    from agentx.cli_loop import one_line_fix
+    from agentx.llm import BudgetExceeded, LLMError, MissingAPIKeyError
     from agents.harness_evolution import Evolver, LLMProposer, evolve as evolve_step
 
     try:
@@ -45,6 +47,8 @@ def evolve(workspace: WorkspaceOpt,
             step = evolve_step(ws, evolver)
     except UserError as exc:
         fail(exc)
+    except (MissingAPIKeyError, LLMError, BudgetExceeded) as exc:
+        fail(UserError(one_line_fix(exc)))
     for line in step.lines():
         console.print(escape(line), soft_wrap=True)
     from agents.harness_spec import active_version

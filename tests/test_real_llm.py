@@ -94,3 +94,28 @@ def test_a_mofa_selection_satisfies_every_constraint_after_repair(server, tmp_pa
         assert set(selection.kept) <= {f.name for f in stats.catalog}
         logged_well(ws.kb)
         print(f"kept {selection.kept}; repairs: {selection.repairs}")
+
+
+def test_evolve_with_the_real_model_ends_in_a_refusal_or_a_gated_decision(server, tiny_template, tmp_path):
+    """`agentx evolve --llm` against the 135M model: its delta is refused with a logged reason, or
+    gated (the replay asks the same model), or the command fails in one line; never a crash."""
+    from test_knob_search import PRIOR_KNOB, add_knobs
+
+    ws_dir = tmp_path / "ws"
+    WorkspaceRepo.init_from_template(ws_dir, add_knobs(tiny_template, PRIOR_KNOB))
+    runner = CliRunner()
+    ran = runner.invoke(app, ["run", "--workspace", str(ws_dir), "--experiments", "6", "--tier", "micro",
+                              "--evolve-every", "0"])
+    assert ran.exit_code == 0, ran.output
+    result = runner.invoke(app, ["evolve", "--workspace", str(ws_dir), "--llm", server.spec])
+    kb = KnowledgeBase.for_workspace(ws_dir)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    if result.exit_code == 2:                  # the model never answered a valid delta: one line, no traceback
+        assert "LLM call failed" in result.output and "Traceback" not in result.output, result.output
+    else:
+        assert result.exit_code == 0, result.output
+        refused = kb.events("harness_delta_refused")
+        decided = [v for v in kb.query("SELECT status, proposer, reason FROM harness_versions WHERE proposer LIKE 'llm%'")]
+        assert refused or decided or "no candidate" in result.output, result.output
+        assert all(v["status"] in ("active", "rejected") and v["reason"] for v in decided), decided
+    assert [c for c in logged_well(kb) if c["agent"] == "evolution"]
