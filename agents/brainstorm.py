@@ -34,7 +34,7 @@ from agents.prompts import render_prompt
 from agents.recipes import RecipeRegistry, all_params, describe
 from agentx.errors import UserError
 from agentx.state import Proposal, ProposalList
-from knowledge.reads import params_key, recent_experiments, recipe_outcomes, tried_by_recipe, tried_params
+from knowledge.reads import ArmOutcome, params_key, recent_experiments, recipe_outcomes, tried_by_recipe, tried_params
 
 FAILURE_REWARD = Policy().failure_reward    # the default policy's; the active harness may differ
 
@@ -91,7 +91,8 @@ class HeuristicBrainstorm:
         self.seed = seed
         self.knobs = KnobSearch(sampler=sampler, seed=seed)
 
-    def arms(self, ws, policy: Policy, check: DryRun | None = None) -> list[tuple[ArmStats, dict]]:
+    def arms(self, ws, policy: Policy, check: DryRun | None = None, *, interaction: bool = False
+             ) -> list[tuple[ArmStats, dict]]:
         """Every arm that can be proposed now, with its outcome statistics and, for a recipe, its
         first untried parameters that apply to main (`check`: a dry run, None when it applies).
         One arm per recipe, so a recipe with a big grid is not favoured; the knobs (when
@@ -122,6 +123,10 @@ class HeuristicBrainstorm:
                 out.append((stats(recipe.name, recipe.family), first))
         if ws.manifest.knobs:
             out.append((stats(KNOB_RECIPE, _ARM_FAMILY[KNOB_RECIPE]), {}))
+        if interaction:      # its own outcomes only: no sibling pooling for the interactions' arm
+            o = own.get(interactions.INTERACTION_RECIPE, ArmOutcome(0, 0.0))
+            out.append((ArmStats(interactions.INTERACTION_RECIPE, _ARM_FAMILY[interactions.INTERACTION_RECIPE],
+                                 o.n, o.total), {}))
         return out
 
     def decide(self, arms: list[tuple[ArmStats, dict]], policy: Policy, k: int, history: int) -> list[Scored]:
@@ -137,14 +142,9 @@ class HeuristicBrainstorm:
         if request:
             return [self.match(ws, request)]
         policy = active_version(ws.kb).spec.policy
-        with tempfile.TemporaryDirectory() as scratch:
-            arms = self.arms(ws, policy, dry_run(ws, Path(scratch) / "scratch"))
         cross = interactions.propose(ws, ws.harness.progress)
-        if cross is not None:
-            own = recipe_outcomes(ws.kb, ws.manifest.metric.sign, policy.failure_reward)
-            o = own.get(interactions.INTERACTION_RECIPE)
-            arms.append((ArmStats(interactions.INTERACTION_RECIPE, _ARM_FAMILY[interactions.INTERACTION_RECIPE],
-                                  o.n if o else 0, o.total if o else 0.0), {}))
+        with tempfile.TemporaryDirectory() as scratch:
+            arms = self.arms(ws, policy, dry_run(ws, Path(scratch) / "scratch"), interaction=cross is not None)
         history = experiment_count(ws.kb)
         ranked = self.decide(arms, policy, k, history)
         chosen = ranked[:k]

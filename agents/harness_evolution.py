@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from string import Template
 from typing import Literal, Protocol
@@ -690,5 +691,4 @@ def _section_index(spec: HarnessSpec) -> str:
 
 
 def _slug(text: str) -> str:
-    import re
     return re.sub(r"[^a-z0-9_.-]+", "-", text.lower()).strip("-")[:58] or "arm"

@@ -29,11 +29,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from string import Template
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.prompts import load_prompt, prompt_names
+from agentx.errors import UserError
 
 # Which agent reads which prompt (the playbook is per agent).
 PROMPT_AGENT = {"brainstorm": "brainstorm", "chat": "brainstorm", "develop": "developer", "repair": "developer",
@@ -217,7 +218,6 @@ def versions(kb) -> list[HarnessVersion]:
 def get_version(kb, version_id: int) -> HarnessVersion:
     rows = kb.query(f"SELECT {_COLUMNS} FROM harness_versions WHERE id = ? AND hash IS NOT NULL", [version_id])
     if not rows:
-        from agentx.errors import UserError
         known = ", ".join(f"v{v.id}" for v in versions(kb)) or "none"
         raise UserError(f"no harness version v{version_id}; the versions are {known} (`agentx harness list`)")
     return _version(rows[0])
@@ -265,7 +265,6 @@ def activate(kb, version_id: int, *, why: str) -> HarnessVersion:
     """Make an existing version the active one (rollback, or re-activating an import)."""
     target = get_version(kb, version_id)
     if target.status == "rejected":
-        from agentx.errors import UserError
         raise UserError(f"v{version_id} was rejected by the gate ({target.reason}); it cannot be activated")
     current = active_version(kb)
     with kb.session() as s:      # one transaction: whatever is active now (even if another process moved it) goes
@@ -280,7 +279,6 @@ def rollback(kb, to: int | None = None) -> tuple[HarnessVersion, HarnessVersion]
     current = active_version(kb)
     target = to if to is not None else current.parent_id
     if target is None:
-        from agentx.errors import UserError
         raise UserError(f"{current.short} is the first version: there is nothing to roll back to")
     return current, activate(kb, target, why=f"rollback from v{current.id}")
 
@@ -294,7 +292,6 @@ def export_version(kb, path: Path, version_id: int | None = None) -> HarnessVers
 
 def import_version(kb, path: Path) -> HarnessVersion:
     """Start from another workspace's evolved harness: the file's content becomes the active version."""
-    from agentx.errors import UserError
     try:
         data = json.loads(path.read_text())
         spec = HarnessSpec.model_validate(data["content"])
@@ -315,6 +312,3 @@ def diff_versions(a: HarnessVersion, b: HarnessVersion) -> str:
     right = json.dumps(b.spec.content(), indent=1, sort_keys=True).splitlines()
     return "\n".join(difflib.unified_diff(left, right, f"v{a.id}", f"v{b.id}", lineterm="")) or "(identical)"
 
-
-Op = Literal["add_bullet", "edit_bullet", "delete_bullet", "edit_section", "set_policy", "set_seeds", "set_micro",
-             "count_bullet"]

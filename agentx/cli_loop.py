@@ -113,7 +113,7 @@ def loop(workspace: Path, *, brain: str, experiments: int | None, until: str | N
                                 max_seeds=max(seeds or harness.spec.seeds.initial, max_seeds or harness.spec.seeds.max))
         evolver = Evolver(LLMProposer(brains.clients[0]), brains.clients[0]) if brains.clients else Evolver()
         ctx = LoopContext(ws, brains.brainstorm, brains.developer, settings, parallel=parallel, progress=progress,
-                          llm_clients=brains.clients, evolve_every=evolve_every or 10**9, evolver=evolver,
+                          llm_clients=brains.clients, evolve_every=evolve_every, evolver=evolver,
                           seeds_from_harness=seeds is None and max_seeds is None)
         progress(f"harness: {harness.short} ({harness.proposer}); evolution "
                  + (f"every {evolve_every} experiments" if evolve_every else "off"))

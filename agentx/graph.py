@@ -47,7 +47,7 @@ class LoopContext:
     developer: object                            # HeuristicDeveloper | LLMDeveloper
     settings: EvalSettings = field(default_factory=EvalSettings)
     parallel: int = 1
-    evolve_every: int = 5
+    evolve_every: int = 5                        # experiments between evolution steps; 0: never
     evolver: object | None = None                # agents.harness_evolution.Evolver; None: the offline one
     seeds_from_harness: bool = False             # paired seeds from the active harness version, not `settings`
     progress: Callable[[str], None] = lambda _: None
@@ -105,7 +105,8 @@ def close_round(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
 def after_round(state: LoopState, runtime: Runtime[LoopContext]) -> str:
     # an evolution step that is due runs even when the budget just ended (it learns from the
     # round that ended it); the brainstorm after it sees the budget and ends the loop
-    if state.get("since_evolve", 0) >= runtime.context.evolve_every:
+    every = runtime.context.evolve_every            # 0: never
+    if every and state.get("since_evolve", 0) >= every:
         return "evolve_harness"
     return END if state.get("stop_reason") else "brainstorm"
 

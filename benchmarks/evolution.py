@@ -102,7 +102,7 @@ def replay(world: World, judge: Judge, harness: HarnessSpec, *, n: int, every: i
            evolver: he.Evolver | None, shuffle: bool, tally: Tally, best: float) -> HarnessSpec:
     """One workspace's loop; returns the harness it ends with (evolved in place when `evolver`)."""
     rng = np.random.default_rng(seed)          # the shuffled control's permutations only
-    order = {arm: [c for c in configs] for arm, configs in world.arms().items() if arm != "baseline"}
+    order = {arm: list(configs) for arm, configs in world.arms().items() if arm != "baseline"}
     for arm in order:
         random.Random(seed * 7919 + len(arm)).shuffle(order[arm])
     n_seeds = len(world.seeds)
