@@ -243,6 +243,44 @@ def m009_recipe_index(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE INDEX IF NOT EXISTS experiments_recipe ON experiments (recipe)")
 
 
+def m010_application(con: duckdb.DuckDBPyConnection) -> None:
+    """The application layer (agentx/app.py): the request queue one worker per workspace
+    takes in order, each request's progress lines (what the web app streams), the loop's
+    thread registry (was `.agentx/threads.json`), chat history, and who reviewed a PR."""
+    for seq in ("requests", "request_progress", "chat_messages"):
+        con.execute(f"CREATE SEQUENCE {seq}_id_seq START 1")
+    con.execute(f"""
+        CREATE TABLE requests (
+            id BIGINT PRIMARY KEY DEFAULT nextval('requests_id_seq'),
+            kind TEXT NOT NULL,                -- run | ask | approve | reject
+            payload JSON NOT NULL,             -- the request's options (agentx/app.py RunOptions, ...)
+            source TEXT NOT NULL,              -- cli | web | chat | schedule
+            status TEXT NOT NULL DEFAULT 'queued',   -- queued | running | done | failed | cancelled
+            worker TEXT,                       -- 'pid@host' of the process that took it
+            result JSON, error TEXT,
+            created_at TIMESTAMP NOT NULL DEFAULT {_NOW},
+            started_at TIMESTAMP, finished_at TIMESTAMP)""")
+    con.execute("CREATE INDEX requests_status ON requests (status)")
+    con.execute(f"""
+        CREATE TABLE request_progress (
+            id BIGINT PRIMARY KEY DEFAULT nextval('request_progress_id_seq'),
+            request_id BIGINT NOT NULL, line TEXT NOT NULL,
+            at TIMESTAMP NOT NULL DEFAULT {_NOW})""")
+    con.execute("CREATE INDEX request_progress_request ON request_progress (request_id)")
+    con.execute(f"""
+        CREATE TABLE loop_threads (
+            key TEXT PRIMARY KEY, thread_id TEXT NOT NULL,
+            updated_at TIMESTAMP NOT NULL DEFAULT {_NOW})""")
+    con.execute(f"""
+        CREATE TABLE chat_messages (
+            id BIGINT PRIMARY KEY DEFAULT nextval('chat_messages_id_seq'),
+            conversation TEXT NOT NULL, role TEXT NOT NULL,   -- user | agentx
+            kind TEXT NOT NULL,      -- text | answer | proposal | queued | refusal
+            text TEXT NOT NULL, payload JSON,
+            created_at TIMESTAMP NOT NULL DEFAULT {_NOW})""")
+    con.execute("ALTER TABLE pull_requests ADD COLUMN reviewed_by TEXT")
+
+
 MIGRATIONS: list[Migration] = [
     m001_initial,
     m002_loop,
@@ -253,6 +291,7 @@ MIGRATIONS: list[Migration] = [
     m007_read_columns,
     m008_read_indexes,
     m009_recipe_index,
+    m010_application,
 ]
 
 
