@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from agentx.app import RunOptions, experiment_rows
 from agentx import cli_adopt, cli_features, cli_harness, cli_llm, cli_loop, cli_recipes, cli_show
 from agentx.cli_common import UnsandboxedOpt, WaitOpt, WorkspaceOpt, check_tier, console, fail, open_workspace
 from agentx.errors import UserError
@@ -193,11 +194,14 @@ def check(
 def experiments(
     workspace: WorkspaceOpt,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    decision: Annotated[str | None, typer.Option(help="only this decision (ship, reject, inconclusive, vetoed) "
+                                                 "or status (failed, stopped, merged, ...)")] = None,
+    recipe: Annotated[str | None, typer.Option(help="only this recipe ('free-form' for LLM changes)")] = None,
 ) -> None:
     """List the workspace's experiments with their decisions, effects and branches."""
     from knowledge import KnowledgeBase
 
-    rows = cli_loop.experiment_rows(KnowledgeBase.for_workspace(workspace))
+    rows = experiment_rows(KnowledgeBase.for_workspace(workspace), decision=decision, recipe=recipe)
     if as_json:
         print(json.dumps(rows, default=str, indent=2))
     elif rows:
@@ -225,9 +229,8 @@ def demo(
     else:
         console.print(f"reusing workspace {directory}")
     baseline(directory, seeds=seeds, tier="full", reuse=True, wait=wait, unsandboxed=unsandboxed)
-    cli_loop.loop(directory, brain="heuristic", experiments=experiments, until=None, budget_minutes=None,
-                  llm_dollars=None, parallel=1, seeds=seeds, max_seeds=seeds + 1, wait=wait,
-                  unsandboxed=unsandboxed, evolve_every=5)
+    cli_loop.loop(directory, RunOptions(experiments=experiments, parallel=1, seeds=seeds, max_seeds=seeds + 1,
+                                        unsandboxed=unsandboxed, evolve_every=5), wait=wait)
     console.print(f"branches: git -C {directory} branch --list 'agentx/*'; "
                   f"pull requests: agentx pr list --all --workspace {directory}")
 

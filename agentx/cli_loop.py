@@ -11,12 +11,19 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
+from agentx.app import RunOptions
 from agentx.cli_common import UnsandboxedOpt, WaitOpt, WorkspaceOpt, check_tier, console, fail, open_workspace, progress
 from agentx.errors import UserError
 
 LlmOpt = Annotated[str, typer.Option("--llm", help="brain: 'heuristic' (default, no LLM), 'openai:<model>', "
                                      "'anthropic:<model>' or 'openai-compatible:<base_url>#<model>'")]
-ParallelOpt = Annotated[int, typer.Option(min=1, help="experiments in flight at once (one kernel each)")]
+ParallelOpt = Annotated[int | None, typer.Option(min=1, help="experiments in flight at once (one kernel and one "
+                                                 "device each; default: one per free GPU, else 1)")]
+GpuMinutesOpt = Annotated[float | None, typer.Option("--gpu-minutes", help="stop starting new work once runs have "
+                                                     "used this many GPU minutes")]
+ExecutorOpt = Annotated[str, typer.Option("--executor", help="where runs execute: 'local' (default: sandboxed "
+                                          "kernels on this machine), 'ray' (a local Ray cluster) or "
+                                          "'ray://HOST:PORT' (an existing one)")]
 SeedsOpt = Annotated[int | None, typer.Option(min=1, help="paired seeds per arm before the first judgement "
                                               "(default: the active harness version's, 2 until evolved)")]
 MaxSeedsOpt = Annotated[int | None, typer.Option(min=1, help="seeds an inconclusive result may grow to (default: "
@@ -25,21 +32,6 @@ EvolveOpt = Annotated[int, typer.Option(min=0, help="run a harness-evolution ste
 DollarsOpt = Annotated[float | None, typer.Option("--llm-dollars", help="stop spending on LLM calls past this")]
 EvalTierOpt = Annotated[str, typer.Option("--tier", callback=check_tier, help="tier the arms are compared at: "
                                           "full (default) or micro (a quick smoke run whose numbers mean little)")]
-
-EXPERIMENT_SQL = """
-    SELECT e.id, e.title, e.status, v.decision, v.metric, v.control, v.treatment, v.delta, v.ci_low, v.ci_high,
-           v.valid_delta, v.n_seeds, v.sandbox, e.recipe, e.params, e.source, e.branch, e.base_commit, e.head_commit,
-           p.id AS pr, p.state AS pr_state
-    FROM experiments e
-    LEFT JOIN (SELECT * FROM verdicts QUALIFY row_number() OVER (PARTITION BY experiment_id ORDER BY id DESC) = 1) v
-           ON v.experiment_id = e.id
-    LEFT JOIN pull_requests p ON p.experiment_id = e.id
-    ORDER BY e.id"""
-
-
-def experiment_rows(kb) -> list[dict]:
-    return kb.query(EXPERIMENT_SQL)
-
 
 def results_table(rows: list[dict], title: str = "experiments") -> Table:
     table = Table(title=title)
@@ -69,70 +61,29 @@ def one_line_fix(exc: Exception) -> str:
     return text
 
 
-def no_verdict_reason(kb, rows: list[dict], stop_reason: str | None, workspace: Path) -> str | None:
-    """Why no experiment of this invocation was judged; None when at least one got a verdict."""
-    if any(r["decision"] for r in rows):
-        return None
-    if not rows:
-        return f"no experiment ran ({stop_reason or 'nothing was proposed'})"
-    outcomes = []
-    for r in rows:
-        lessons = kb.lessons(r["id"])
-        kind = lessons[-1].get("failure_kind") if lessons else None
-        outcomes.append(f"{r['id']} {r['status']}" + (f" ({kind})" if kind else ""))
-    return f"{', '.join(outcomes)}; `agentx show {rows[0]['id']} --workspace {workspace}` says why"
-
-
-def loop(workspace: Path, *, brain: str, experiments: int | None, until: str | None, budget_minutes: float | None,
-         llm_dollars: float | None, parallel: int, seeds: int | None, max_seeds: int | None,
-         request: str | None = None, key: str = "run", tier: str = "full", wait: bool = False,
-         unsandboxed: bool = False, evolve_every: int = 5) -> None:
-    """Run the loop and print what it did; exit 1 when no experiment of this invocation got a
-    verdict, 2 (one line, no traceback) on bad input, LLM provider errors and a locked KB."""
-    from agentx.brains import make_brains
-    from agentx.graph import LoopContext, run_loop
+def loop(workspace: Path, options: RunOptions, *, wait: bool = False) -> None:
+    """Run the loop (agentx/app.py) and print what it did; exit 1 when no experiment of this
+    invocation got a verdict, 2 (one line, no traceback) on bad input, LLM provider errors and
+    a locked KB."""
+    from agentx import app
     from agentx.llm import BudgetExceeded, LLMError, MissingAPIKeyError
-    from agentx.state import Budget
-    from agents.evaluator import EvalSettings
-    from knowledge import KnowledgeBaseLocked
+    from knowledge import KnowledgeBase, KnowledgeBaseLocked
 
     try:
-        ws = open_workspace(workspace, warm_kernels=True, lock=True, wait=wait, committed_only=True,
-                            unsandboxed=unsandboxed)
-    except UserError as exc:
-        fail(exc)
-    except KnowledgeBaseLocked as exc:
-        fail(UserError(one_line_fix(exc)))
-    try:
-        brains = make_brains(ws.kb, brain, dollar_cap=llm_dollars)
-        budget = Budget.build(experiments=experiments, until=until, minutes=budget_minutes, llm_dollars=llm_dollars)
-        from agents.harness_evolution import Evolver, LLMProposer
-        from agents.harness_spec import active_version
-        harness = active_version(ws.kb)
-        settings = EvalSettings(tier=tier, seeds=seeds or harness.spec.seeds.initial,
-                                max_seeds=max(seeds or harness.spec.seeds.initial, max_seeds or harness.spec.seeds.max))
-        evolver = Evolver(LLMProposer(brains.clients[0]), brains.clients[0]) if brains.clients else Evolver()
-        ctx = LoopContext(ws, brains.brainstorm, brains.developer, settings, parallel=parallel, progress=progress,
-                          llm_clients=brains.clients, evolve_every=evolve_every, evolver=evolver,
-                          seeds_from_harness=seeds is None and max_seeds is None)
-        progress(f"harness: {harness.short} ({harness.proposer}); evolution "
-                 + (f"every {evolve_every} experiments" if evolve_every else "off"))
-        progress(f"brains: {brains.description}")
-        before = {r["id"] for r in experiment_rows(ws.kb)}
-        result = run_loop(ctx, budget, request=request, key=key)
+        summary = app.run(workspace, options, source="cli", say=progress, wait=wait)
     except (UserError, ValueError) as exc:
         fail(exc)
     except (MissingAPIKeyError, LLMError, BudgetExceeded, KnowledgeBaseLocked) as exc:
         fail(UserError(one_line_fix(exc)))
-    finally:
-        ws.close()
-    rows = [r for r in experiment_rows(ws.kb) if r["id"] in set(result.finished) or r["id"] not in before]
-    console.print(results_table(rows, f"this run ({'resumed ' if result.resumed else ''}{result.thread_id})"))
-    if result.stop_reason:
-        console.print(f"stopped: {escape(result.stop_reason)}", soft_wrap=True)
-    console.print(f"knowledge base: {ws.root / '.agentx' / 'kb.duckdb'}; review: agentx pr list --workspace {ws.root}")
-    if reason := no_verdict_reason(ws.kb, rows, result.stop_reason, ws.root):
-        console.print(f"[red]no verdict:[/red] {escape(reason)}", soft_wrap=True)
+    root = Path(workspace).resolve()
+    kb = KnowledgeBase.for_workspace(root)
+    rows = [r for r in app.experiment_rows(kb) if r["id"] in set(summary.experiments)]
+    console.print(results_table(rows, f"this run ({'resumed ' if summary.resumed else ''}{summary.thread_id})"))
+    if summary.stop_reason:
+        console.print(f"stopped: {escape(summary.stop_reason)}", soft_wrap=True)
+    console.print(f"knowledge base: {root / '.agentx' / 'kb.duckdb'}; review: agentx pr list --workspace {root}")
+    if summary.no_verdict:
+        console.print(f"[red]no verdict:[/red] {escape(summary.no_verdict)}", soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -140,9 +91,10 @@ def run(workspace: WorkspaceOpt,
         experiments: Annotated[int | None, typer.Option(min=1, help="stop after this many experiments")] = 3,
         until: Annotated[str | None, typer.Option(help="stop starting new work at this local time, HH:MM")] = None,
         budget_minutes: Annotated[float | None, typer.Option(help="stop starting new work after M minutes")] = None,
-        llm: LlmOpt = "heuristic", llm_dollars: DollarsOpt = None, parallel: ParallelOpt = 1,
-        seeds: SeedsOpt = None, max_seeds: MaxSeedsOpt = None, tier: EvalTierOpt = "full", wait: WaitOpt = False,
-        unsandboxed: UnsandboxedOpt = False, evolve_every: EvolveOpt = 5) -> None:
+        llm: LlmOpt = "heuristic", llm_dollars: DollarsOpt = None, gpu_minutes: GpuMinutesOpt = None,
+        parallel: ParallelOpt = None, seeds: SeedsOpt = None, max_seeds: MaxSeedsOpt = None,
+        tier: EvalTierOpt = "full", wait: WaitOpt = False, unsandboxed: UnsandboxedOpt = False,
+        evolve_every: EvolveOpt = 5, executor: ExecutorOpt = "local") -> None:
     """Run the closed loop (brainstorm -> develop -> evaluate -> record) until a budget ends.
 
     Run the same command again after an interruption (Ctrl-C, kill, reboot): it resumes the
@@ -153,9 +105,10 @@ def run(workspace: WorkspaceOpt,
     brain had no untried proposals, or a budget ended first); the last line says why. 2 on bad
     input or an error that stops the command (a missing API key, a failing LLM provider, a busy
     workspace or knowledge base), in one line that says what to do."""
-    loop(workspace, brain=llm, experiments=experiments, until=until, budget_minutes=budget_minutes,
-         llm_dollars=llm_dollars, parallel=parallel, seeds=seeds, max_seeds=max_seeds, tier=tier, wait=wait,
-         unsandboxed=unsandboxed, evolve_every=evolve_every)
+    loop(workspace, RunOptions(brain=llm, experiments=experiments, until=until, budget_minutes=budget_minutes,
+                               llm_dollars=llm_dollars, gpu_minutes=gpu_minutes, parallel=parallel, seeds=seeds,
+                               max_seeds=max_seeds, tier=tier, unsandboxed=unsandboxed, evolve_every=evolve_every,
+                               executor=executor), wait=wait)
 
 
 def ask(request: Annotated[str, typer.Argument(help='what to try, e.g. "try a cross network on the ranker"')],
@@ -169,9 +122,19 @@ def ask(request: Annotated[str, typer.Argument(help='what to try, e.g. "try a cr
     why. 2 on bad input (a request no recipe matches) or an error that stops the command (a
     missing API key, a failing LLM provider, a busy workspace or knowledge base), in one line
     that says what to do."""
-    loop(workspace, brain=llm, experiments=1, until=None, budget_minutes=None, llm_dollars=llm_dollars,
-         parallel=1, seeds=seeds, max_seeds=max_seeds, request=request, key="ask", wait=wait,
-         unsandboxed=unsandboxed, evolve_every=0)
+    loop(workspace, RunOptions(brain=llm, experiments=1, llm_dollars=llm_dollars, parallel=1, seeds=seeds,
+                               max_seeds=max_seeds, request=request, key="ask", unsandboxed=unsandboxed,
+                               evolve_every=0), wait=wait)
+
+
+def reviewer() -> str:
+    """Who reviews from this shell: the login name (recorded on the pull request)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 pr_app = typer.Typer(no_args_is_help=True, help="Review the pull requests experiments produce: list, show, approve, reject.")
@@ -224,11 +187,10 @@ def pr_approve(number: Annotated[int, typer.Argument(help="pull request number")
     Only an experiment judged 'ship' on the current main merges: one that failed, was rejected,
     vetoed or inconclusive, or whose base is no longer main's head, is refused (exit 2) unless
     --force is given."""
-    from agentx import pr
+    from agentx import app
 
     try:
-        with open_workspace(workspace, lock=True, wait=wait) as ws:
-            approval = pr.approve(ws, number, force=force)
+        approval = app.approve(workspace, number, force=force, reviewer=reviewer(), wait=wait)
     except UserError as exc:
         fail(exc)
     for override in approval.overrides:
@@ -241,11 +203,10 @@ def pr_reject(number: Annotated[int, typer.Argument(help="pull request number")]
               reason: Annotated[str, typer.Option(help="why; recorded as a lesson the brainstorm reads")],
               wait: WaitOpt = False) -> None:
     """Close without merging and record the reason as a lesson."""
-    from agentx import pr
+    from agentx import app
 
     try:
-        with open_workspace(workspace, lock=True, wait=wait) as ws:
-            pr.reject(ws, number, reason)
+        app.reject(workspace, number, reason, reviewer=reviewer(), wait=wait)
     except UserError as exc:
         fail(exc)
     console.print(f"rejected #{number}; the reason is now a lesson")

@@ -52,6 +52,7 @@ class LoopContext:
     seeds_from_harness: bool = False             # paired seeds from the active harness version, not `settings`
     progress: Callable[[str], None] = lambda _: None
     llm_clients: list = field(default_factory=list)
+    request_id: int | None = None                # the queued request this loop carries out (agentx/app.py)
 
     def llm_spent(self) -> float:
         return sum(c.spent_dollars for c in self.llm_clients)
@@ -73,13 +74,13 @@ def brainstorm(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
     proposals = ctx.brainstorm.propose(ctx.ws, k, state.get("request"))
     if not proposals:   # say why: which recipes do not apply, what is left untried
         return {"queue": [], "stop_reason": no_proposals_reason(survey(ctx.ws))}
-    ids = [create_experiment(ctx.ws, p) for p in proposals]
+    ids = [create_experiment(ctx.ws, p, brain=ctx.brainstorm.name, request_id=ctx.request_id) for p in proposals]
     for exp_id, p in zip(ids, proposals):
         ctx.progress(f"{exp_id}: proposed '{p.title}' ({p.rationale or p.source})")
     return {"queue": ids, "started": started + len(ids), "request": None}
 
 
-def create_experiment(ws, proposal: Proposal) -> str:
+def create_experiment(ws, proposal: Proposal, *, brain: str | None = None, request_id: int | None = None) -> str:
     recipe = ws.recipes.find(proposal.recipe)
     slug = recipe_slug(recipe, proposal.params) if recipe else sanitize_slug(proposal.title)
     decision = proposal.decision or {}
@@ -88,7 +89,8 @@ def create_experiment(ws, proposal: Proposal) -> str:
                                 source=proposal.source, status="proposed", base_commit=ws.repo.head(),
                                 harness_version=active_version(ws.kb).id,
                                 arm=decision.get("arm") or proposal.recipe or "free-form",
-                                propensity=decision.get("propensity"), decision_context=decision.get("context"))
+                                propensity=decision.get("propensity"), decision_context=decision.get("context"),
+                                brain=brain, request_id=request_id)
 
 
 def fan_out(state: LoopState) -> list[Send] | str:
@@ -276,20 +278,20 @@ class LoopResult:
 
 
 def run_loop(ctx: LoopContext, budget: Budget, *, request: str | None = None, key: str = "run") -> LoopResult:
-    """Run (or resume) the loop under `key`: an unfinished thread of the same key resumes."""
-    root = state_dir(ctx.ws.root)
-    threads_file = root / "threads.json"
-    threads = json.loads(threads_file.read_text()) if threads_file.is_file() else {}
+    """Run (or resume) the loop under `key`: an unfinished thread of the same key resumes.
+    The key -> thread registry is the KB's `loop_threads` table."""
+    kb = ctx.ws.kb
+    adopt_threads_file(ctx.ws.root, kb)
     with sqlite3.connect(checkpoint_path(ctx.ws.root), check_same_thread=False) as con:
         app = build_graph(SqliteSaver(con))
-        thread_id = threads.get(key)
+        known = kb.query("SELECT thread_id FROM loop_threads WHERE key = ?", [key])
+        thread_id = known[0]["thread_id"] if known else None
         resumed = bool(thread_id) and bool(app.get_state({"configurable": {"thread_id": thread_id}}).next)
         if not resumed:
             thread_id = f"{key}-{uuid.uuid4().hex[:8]}"
-            threads[key] = thread_id
-            threads_file.write_text(json.dumps(threads))
+            set_thread(kb, key, thread_id)
         config = {"configurable": {"thread_id": thread_id}, "recursion_limit": 10_000}
-        ctx.ws.kb.log_event("loop_resumed" if resumed else "loop_started", {"thread": thread_id, "key": key})
+        kb.log_event("loop_resumed" if resumed else "loop_started", {"thread": thread_id, "key": key})
         if resumed:
             ctx.progress(f"resuming unfinished run {thread_id} (finished experiments are kept)")
         start = None if resumed else {"budget": budget.model_dump(), "request": request, "queue": [], "started": 0,
@@ -299,12 +301,32 @@ def run_loop(ctx: LoopContext, budget: Budget, *, request: str | None = None, ke
         except UserError:
             # Bad input (a request no recipe matches, ...): nothing to resume, so the next
             # command under this key starts afresh instead of replaying the same input.
-            threads.pop(key, None)
-            threads_file.write_text(json.dumps(threads))
+            kb.query("DELETE FROM loop_threads WHERE key = ?", [key])
             raise
-    ctx.ws.kb.log_event("loop_finished", {"thread": thread_id, "finished": final.get("finished", []),
-                                          "stop_reason": final.get("stop_reason")})
+    kb.log_event("loop_finished", {"thread": thread_id, "finished": final.get("finished", []),
+                                   "stop_reason": final.get("stop_reason")})
     return LoopResult(thread_id, resumed, list(final.get("finished", [])), final.get("stop_reason"))
+
+
+def set_thread(kb, key: str, thread_id: str) -> None:
+    kb.query("INSERT INTO loop_threads (key, thread_id, updated_at) VALUES (?, ?, now() AT TIME ZONE 'UTC') "
+             "ON CONFLICT (key) DO UPDATE SET thread_id = excluded.thread_id, updated_at = excluded.updated_at",
+             [key, thread_id])
+
+
+def adopt_threads_file(workspace: Path, kb) -> None:
+    """A workspace from before m010 kept its registry in `.agentx/threads.json`: move it into the KB once."""
+    legacy = state_dir(workspace) / "threads.json"
+    if not legacy.is_file():
+        return
+    try:
+        threads = json.loads(legacy.read_text() or "{}")
+    except json.JSONDecodeError:
+        threads = {}
+    for key, thread_id in threads.items():
+        if not kb.query("SELECT 1 FROM loop_threads WHERE key = ?", [key]):
+            set_thread(kb, key, thread_id)
+    legacy.unlink()
 
 
 def checkpoint_path(workspace: Path) -> Path:

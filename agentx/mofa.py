@@ -161,28 +161,12 @@ def proposal_for(ws, selection: Selection, version: str, crosses: list[Cross] = 
                     hypothesis=recipe.hypothesis, rationale=rationale)
 
 
-class GivenProposal:
-    """A brainstorm that proposes one proposal it was given, once (the selection is the idea)."""
-
-    def __init__(self, proposal: Proposal, brain: str):
-        self.proposal, self.given = proposal, False
-        self.name = f"given proposal ({brain})"
-
-    def propose(self, ws, k: int, request: str | None = None) -> list[Proposal]:
-        if self.given:
-            return []
-        self.given = True
-        return [self.proposal]
-
-
 def run_selection(ws, proposal: Proposal, settings, progress: Callable[[str], None]):
     """The proposal through the loop (develop, micro tier, evaluate, record); returns the LoopResult.
     The loop key names the selection, so re-running an interrupted one resumes it."""
-    from agentx.brains import make_brains
-    from agentx.graph import LoopContext, run_loop
-    from agentx.state import Budget
+    from agentx.app import GivenProposal, RunOptions, run_in
 
-    developer = make_brains(ws.kb, "heuristic").developer
-    ctx = LoopContext(ws, GivenProposal(proposal, proposal.recipe), developer, settings, progress=progress)
     digest = hashlib.sha256(json.dumps(proposal.params, sort_keys=True).encode()).hexdigest()[:10]
-    return run_loop(ctx, Budget(max_experiments=1), key=f"select-features-{digest}")
+    options = RunOptions(experiments=1, parallel=1, seeds=settings.seeds, max_seeds=settings.max_seeds,
+                         tier=settings.tier, evolve_every=0, key=f"select-features-{digest}")
+    return run_in(ws, options, progress, brainstorm=GivenProposal(proposal, proposal.recipe))

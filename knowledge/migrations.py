@@ -265,7 +265,7 @@ def m010_application(con: duckdb.DuckDBPyConnection) -> None:
         CREATE TABLE request_progress (
             id BIGINT PRIMARY KEY DEFAULT nextval('request_progress_id_seq'),
             request_id BIGINT NOT NULL, line TEXT NOT NULL,
-            at TIMESTAMP NOT NULL DEFAULT {_NOW})""")
+            ts TIMESTAMP NOT NULL DEFAULT {_NOW})""")
     con.execute("CREATE INDEX request_progress_request ON request_progress (request_id)")
     con.execute(f"""
         CREATE TABLE loop_threads (
@@ -279,6 +279,8 @@ def m010_application(con: duckdb.DuckDBPyConnection) -> None:
             text TEXT NOT NULL, payload JSON,
             created_at TIMESTAMP NOT NULL DEFAULT {_NOW})""")
     con.execute("ALTER TABLE pull_requests ADD COLUMN reviewed_by TEXT")
+    con.execute("ALTER TABLE experiments ADD COLUMN brain TEXT")          # the brainstorm's name, as shown
+    con.execute("ALTER TABLE experiments ADD COLUMN request_id BIGINT")   # the request whose loop made it
 
 
 MIGRATIONS: list[Migration] = [

@@ -14,6 +14,7 @@ from agentx.context import Workspace
 from agentx.errors import UserError
 from agentx.graph import run_loop
 from agentx.state import Budget
+from knowledge import KnowledgeBase
 from conftest import TINY_TRAIN
 from fake_llm import FakeChatModel, edit_reply
 from test_graph import BETTER_TRAIN, BROKEN_TRAIN, llm_context, proposal
@@ -172,5 +173,7 @@ def test_ask_without_a_matching_recipe_says_what_it_knows(tiny_template, tmp_pat
     WorkspaceRepo.init_from_template(tmp_path / "ws", tiny_template)
     result = CliRunner().invoke(app, ["ask", "make it sing opera", "--workspace", str(tmp_path / "ws")])
     assert result.exit_code == 2 and "found no recipe" in result.output and "DCN" in result.output
-    threads = json.loads((tmp_path / "ws" / ".agentx" / "threads.json").read_text())
-    assert "ask" not in threads        # the next `ask` starts afresh, it does not replay this one
+    kb = KnowledgeBase.for_workspace(tmp_path / "ws")
+    assert kb.query("SELECT key FROM loop_threads WHERE key = 'ask'") == []   # the next `ask` starts afresh
+    failed = kb.query("SELECT kind, status, error FROM requests")
+    assert [(r["kind"], r["status"]) for r in failed] == [("ask", "failed")] and "found no recipe" in failed[0]["error"]

@@ -1,0 +1,365 @@
+"""The application layer: the one place the loop is assembled, and what people can ask of it.
+
+The CLI (agentx/cli_loop.py), the web app (agentx/web/) and the scheduler
+(agentx/schedule.py) all come here: start a run or a request, approve or reject a pull
+request, list and show what happened. Every such action is a row of the KB's request queue
+(knowledge/queue.py). A CLI command is its own worker: it submits its row already running
+and carries it out in its process. The web app and the scheduler only queue rows; the
+workspace's one `Worker` (started by `agentx serve`) takes them in order, each under the
+workspace lock, so one writer trains or merges at a time however many people click.
+
+`loop_context` is where brains, budgets, the harness version's seeds and the evolver
+become a `LoopContext`; `run_in` runs it; nothing else builds the loop.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agentx.errors import UserError
+from agentx.state import Budget, Proposal
+from knowledge.queue import Request, RequestQueue
+
+Say = Callable[[str], None]
+
+
+class RunOptions(BaseModel):
+    """What a run or a request asks for: the `agentx run` flags, as the queue stores them."""
+
+    brain: str = Field("heuristic", description="'heuristic' or an LLM spec (openai:..., anthropic:..., ...)")
+    experiments: int | None = 3
+    until: str | None = None                 # HH:MM local time
+    budget_minutes: float | None = None
+    llm_dollars: float | None = None
+    gpu_minutes: float | None = None
+    parallel: int | None = 1                 # None: one per free device (the executor's slots)
+    seeds: int | None = None                 # None: the active harness version's
+    max_seeds: int | None = None
+    tier: str = "full"
+    unsandboxed: bool = False
+    evolve_every: int = 5
+    executor: str = "local"
+    request: str | None = None               # a request in plain words, mapped by the brainstorm
+    proposal: dict[str, Any] | None = None   # a proposal confirmed in chat: run exactly this one
+    key: str | None = None                   # the loop thread's key: the same key resumes an unfinished run
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What one run did: its thread, the experiments it finished or started, why it stopped."""
+
+    request_id: int
+    thread_id: str
+    resumed: bool
+    experiments: list[str]
+    stop_reason: str | None
+    no_verdict: str | None                   # why none of them got a verdict; None when one did
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"thread": self.thread_id, "resumed": self.resumed, "experiments": self.experiments,
+                "stop_reason": self.stop_reason, "no_verdict": self.no_verdict}
+
+
+class GivenProposal:
+    """A brainstorm that proposes one proposal it was given, once (a chat confirmation, a MoFA selection)."""
+
+    def __init__(self, proposal: Proposal, brain: str):
+        self.proposal, self.given = proposal, False
+        self.name = f"given proposal ({brain})"
+
+    def propose(self, ws, k: int, request: str | None = None) -> list[Proposal]:
+        if self.given:
+            return []
+        self.given = True
+        return [self.proposal]
+
+
+# -- the loop, assembled once ---------------------------------------------------------
+
+
+def loop_context(ws, options: RunOptions, say: Say, *, brainstorm=None, request_id: int | None = None):
+    """The `LoopContext` and `Budget` of a run with these options on an open workspace."""
+    from agents.evaluator import EvalSettings
+    from agents.harness_evolution import Evolver, LLMProposer
+    from agents.harness_spec import active_version
+    from agentx.brains import make_brains
+    from agentx.graph import LoopContext
+
+    brains = make_brains(ws.kb, options.brain, dollar_cap=options.llm_dollars)
+    if options.proposal is not None and brainstorm is None:
+        brainstorm = GivenProposal(Proposal(**options.proposal), brains.brainstorm.name)
+    gpu = {} if options.gpu_minutes is None else {"gpu_minutes": options.gpu_minutes}
+    budget = Budget.build(experiments=options.experiments, until=options.until, minutes=options.budget_minutes,
+                          llm_dollars=options.llm_dollars, **gpu)
+    harness = active_version(ws.kb)
+    seeds = options.seeds or harness.spec.seeds.initial
+    settings = EvalSettings(tier=options.tier, seeds=seeds, max_seeds=max(seeds, options.max_seeds or harness.spec.seeds.max))
+    evolver = Evolver(LLMProposer(brains.clients[0]), brains.clients[0]) if brains.clients else Evolver()
+    ctx = LoopContext(ws, brainstorm or brains.brainstorm, brains.developer, settings,
+                      parallel=options.parallel or default_parallel(options.executor), progress=say,
+                      llm_clients=brains.clients, evolve_every=options.evolve_every, evolver=evolver,
+                      seeds_from_harness=options.seeds is None and options.max_seeds is None, request_id=request_id)
+    say(f"harness: {harness.short} ({harness.proposer}); evolution "
+        + (f"every {options.evolve_every} experiments" if options.evolve_every else "off"))
+    say(f"brains: brainstorm: {ctx.brainstorm.name}; developer: {ctx.developer.name}")
+    return ctx, budget
+
+
+def default_parallel(executor: str) -> int:
+    """Experiments in flight when --parallel is not given: one per free device of the executor."""
+    try:
+        from tools.executors import default_parallel as free_devices
+    except ImportError:                    # an executor layer without device discovery: one slot
+        return 1
+    return free_devices(executor)
+
+
+def run_in(ws, options: RunOptions, say: Say, *, brainstorm=None, request_id: int | None = None):
+    """Run (or resume) the loop on an open, locked workspace; returns the graph's LoopResult."""
+    from agentx.graph import run_loop
+
+    ctx, budget = loop_context(ws, options, say, brainstorm=brainstorm, request_id=request_id)
+    key = options.key or (f"request-{request_id}" if request_id is not None else "run")
+    return run_loop(ctx, budget, request=options.request, key=key)
+
+
+def open_for_run(workspace: Path, options: RunOptions, say: Say, *, wait: bool = False):
+    """The workspace opened to train: locked, warm kernels, committed code only."""
+    from agentx.context import Workspace
+
+    return Workspace.open(workspace, progress=say, warm_kernels=True, lock=True, wait=wait, committed_only=True,
+                          sandboxed=not options.unsandboxed, **_executor_kw(options))
+
+
+def _executor_kw(options: RunOptions) -> dict[str, str]:
+    # the executor seam (tools/executors.py) takes `executor=`; "local" is what Workspace.open did before it
+    return {} if options.executor == "local" else {"executor": options.executor}
+
+
+def summarise(ws, request_id: int, result, before: set[str]) -> RunSummary:
+    rows = [r for r in experiment_rows(ws.kb) if r["id"] in set(result.finished) or r["id"] not in before]
+    return RunSummary(request_id, result.thread_id, result.resumed, [r["id"] for r in rows], result.stop_reason,
+                      no_verdict_reason(ws.kb, rows, result.stop_reason, ws.root))
+
+
+def run(workspace: Path, options: RunOptions, *, source: str = "cli", say: Say = print,
+        wait: bool = False) -> RunSummary:
+    """Carry out a run or a request in this process (the CLI's way): a queue row of its own,
+    the workspace locked for the whole run, progress both to `say` and to the KB."""
+    from knowledge import KnowledgeBase
+
+    queue = RequestQueue(KnowledgeBase.for_workspace(workspace))
+    kind = "ask" if options.request or options.proposal else "run"
+    request_id = queue.submit(kind, options.model_dump(), source=source, running=True)
+    return _carry_out(queue, request_id, workspace, options, say, wait=wait)
+
+
+def _carry_out(queue: RequestQueue, request_id: int, workspace: Path, options: RunOptions, say: Say, *,
+               wait: bool = False) -> RunSummary:
+    tee = _tee(queue, request_id, say)
+    try:
+        ws = open_for_run(workspace, options, tee, wait=wait)
+        try:
+            before = {r["id"] for r in experiment_rows(ws.kb)}
+            result = run_in(ws, options, tee, request_id=request_id)
+            summary = summarise(ws, request_id, result, before)
+        finally:
+            ws.close()
+    except BaseException as exc:
+        queue.finish(request_id, status="failed", error=" ".join(str(exc).split()) or type(exc).__name__)
+        raise
+    queue.finish(request_id, status="done", result=summary.as_dict())
+    return summary
+
+
+def _tee(queue: RequestQueue, request_id: int, say: Say) -> Say:
+    def both(line: str) -> None:
+        say(line)
+        try:
+            queue.say(request_id, line)
+        except Exception:             # a progress line lost to a busy KB must not stop training  # noqa: BLE001
+            pass
+    return both
+
+
+def no_verdict_reason(kb, rows: list[dict], stop_reason: str | None, workspace: Path) -> str | None:
+    """Why no experiment of this invocation was judged; None when at least one got a verdict."""
+    if any(r["decision"] for r in rows):
+        return None
+    if not rows:
+        return f"no experiment ran ({stop_reason or 'nothing was proposed'})"
+    outcomes = []
+    for r in rows:
+        lessons = kb.lessons(r["id"])
+        kind = lessons[-1].get("failure_kind") if lessons else None
+        outcomes.append(f"{r['id']} {r['status']}" + (f" ({kind})" if kind else ""))
+    return f"{', '.join(outcomes)}; `agentx show {rows[0]['id']} --workspace {workspace}` says why"
+
+
+# -- reviews --------------------------------------------------------------------------
+
+
+def approve(workspace: Path, number: int, *, force: bool = False, reviewer: str | None = None,
+            wait: bool = False, source: str = "cli"):
+    """Merge a pull request (agentx/pr.py `approve`, same refusals); records the reviewer."""
+    return _review(workspace, "approve", {"pr": number, "force": force, "reviewer": reviewer}, source, wait)
+
+
+def reject(workspace: Path, number: int, reason: str, *, reviewer: str | None = None, wait: bool = False,
+           source: str = "cli") -> None:
+    """Close a pull request without merging; the reason becomes a lesson."""
+    if not reason.strip():
+        raise UserError("a rejection needs a reason (it becomes a lesson the brainstorm reads)")
+    _review(workspace, "reject", {"pr": number, "reason": reason, "reviewer": reviewer}, source, wait)
+
+
+def _review(workspace: Path, kind: str, payload: dict, source: str, wait: bool):
+    from knowledge import KnowledgeBase
+
+    queue = RequestQueue(KnowledgeBase.for_workspace(workspace))
+    request_id = queue.submit(kind, payload, source=source, running=True)
+    try:
+        outcome = _do_review(workspace, kind, payload, wait=wait)
+    except BaseException as exc:
+        queue.finish(request_id, status="failed", error=" ".join(str(exc).split()))
+        raise
+    queue.finish(request_id, status="done", result={"merge_commit": outcome.commit} if outcome else {})
+    return outcome
+
+
+def _do_review(workspace: Path, kind: str, payload: dict, *, wait: bool = False):
+    from agentx import pr
+    from agentx.context import Workspace
+
+    with Workspace.open(workspace, warm_kernels=False, lock=True, wait=wait) as ws:
+        if kind == "approve":
+            outcome = pr.approve(ws, payload["pr"], force=payload.get("force", False))
+        else:
+            outcome = pr.reject(ws, payload["pr"], payload["reason"])
+        if payload.get("reviewer"):
+            ws.kb.update_pull_request(payload["pr"], reviewed_by=payload["reviewer"])
+        return outcome
+
+
+# -- the worker -----------------------------------------------------------------------
+
+
+@dataclass
+class Worker:
+    """The one worker of a workspace: takes queued requests in order and carries each out
+    under the workspace lock. A busy workspace (a CLI command holds the lock) leaves the
+    request queued and is tried again at the next poll."""
+
+    workspace: Path
+    say: Say = lambda _: None
+    poll_s: float = 1.0
+    stop: threading.Event = field(default_factory=threading.Event)
+    current: Request | None = None
+
+    def __post_init__(self) -> None:
+        from knowledge import KnowledgeBase
+
+        self.queue = RequestQueue(KnowledgeBase.for_workspace(self.workspace))
+        for request_id in self.queue.requeue_orphans():
+            self.say(f"request {request_id} was left running by a process that is gone; queued again to resume")
+
+    def run_pending(self) -> int:
+        """Carry out queued requests until none is left (or the workspace is busy); returns how many."""
+        from agentx.lock import WorkspaceBusyError
+
+        done = 0
+        while not self.stop.is_set() and (request := self.queue.claim_next()) is not None:
+            self.current = request
+            try:
+                self._carry_out(request)
+            except WorkspaceBusyError:
+                self.queue.kb.query("UPDATE requests SET status = 'queued', worker = NULL, started_at = NULL "
+                                    "WHERE id = ?", [request.id])
+                return done
+            except Exception as exc:  # noqa: BLE001  the request failed, and says why; the worker goes on
+                self.say(f"request {request.id} failed: {' '.join(str(exc).split())}")
+            finally:
+                self.current = None
+            done += 1
+        return done
+
+    def _carry_out(self, request: Request) -> None:
+        say = lambda line: self.say(f"request {request.id}: {line}")  # noqa: E731
+        if request.kind in ("run", "ask"):
+            options = RunOptions(**request.payload)
+            summary = _carry_out(self.queue, request.id, self.workspace, options, say)
+            say(f"done: {', '.join(summary.experiments) or 'no experiment'}"
+                + (f"; stopped: {summary.stop_reason}" if summary.stop_reason else ""))
+            return
+        try:
+            outcome = _do_review(self.workspace, request.kind, request.payload)
+        except BaseException as exc:
+            self.queue.finish(request.id, status="failed", error=" ".join(str(exc).split()))
+            raise
+        self.queue.finish(request.id, status="done",
+                          result={"merge_commit": outcome.commit} if outcome is not None else {})
+
+    def serve_forever(self) -> None:
+        while not self.stop.is_set():
+            if not self.run_pending():
+                self.stop.wait(self.poll_s)
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.serve_forever, name=f"agentx-worker-{self.workspace.name}", daemon=True)
+        thread.start()
+        return thread
+
+
+def submit(workspace_kb, kind: str, payload: dict, *, source: str) -> int:
+    """Queue a request for the workspace's worker; returns its id."""
+    return RequestQueue(workspace_kb).submit(kind, payload, source=source)
+
+
+def wait_for(queue: RequestQueue, request_id: int, timeout_s: float) -> Request | None:
+    """The request once it has ended, or None if it is still open after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        request = queue.get(request_id)
+        if request is not None and not request.open:
+            return request
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.2)
+
+
+# -- reads ----------------------------------------------------------------------------
+
+EXPERIMENT_SQL = """
+    SELECT e.id, e.title, e.status, v.decision, v.metric, v.control, v.treatment, v.delta, v.ci_low, v.ci_high,
+           v.valid_delta, v.n_seeds, v.sandbox, e.recipe, e.params, e.source, e.branch, e.base_commit, e.head_commit,
+           e.brain, e.harness_version, e.request_id, e.created_at,
+           p.id AS pr, p.state AS pr_state
+    FROM experiments e
+    LEFT JOIN (SELECT * FROM verdicts QUALIFY row_number() OVER (PARTITION BY experiment_id ORDER BY id DESC) = 1) v
+           ON v.experiment_id = e.id
+    LEFT JOIN pull_requests p ON p.experiment_id = e.id"""
+
+
+def experiment_rows(kb, *, decision: str | None = None, recipe: str | None = None,
+                    since=None) -> list[dict]:
+    """Every experiment with its latest verdict and PR, oldest first; filtered by decision
+    (a verdict's decision, or an experiment status such as 'failed') and recipe."""
+    where, params = [], []
+    if decision:
+        where.append("coalesce(v.decision, e.status) = ?")
+        params.append(decision)
+    if recipe:
+        where.append("coalesce(e.recipe, 'free-form') = ?")
+        params.append(recipe)
+    if since is not None:
+        where.append("e.created_at >= ?")
+        params.append(since)
+    sql = EXPERIMENT_SQL + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY e.created_at, e.id"
+    return kb.query(sql, params)
