@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 # root installs system packages itself; everyone else through sudo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup sandbox demo test bench clean
+.PHONY: setup sandbox browser demo test bench clean
 
 $(BIN)/agentx: pyproject.toml workspaces/movielens-ctr/requirements.txt
 	$(PY) -m venv $(VENV)
@@ -37,10 +37,19 @@ sandbox:
 	else echo "bubblewrap (bwrap) is not installed and no apt-get or dnf was found: install it by hand," \
 	  "or run agentx with --unsandboxed (every verdict then says so)"; fi
 
+# The browser tests (tests/test_browser.py) drive Debian's chromium through its chromedriver (Selenium);
+# nothing is downloaded at test time.
+browser:
+	@if command -v chromedriver >/dev/null 2>&1 && (command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1); then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium and chromium-driver (the web app's browser tests)"; \
+	  $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null; \
+	else echo "chromium and chromedriver are not installed and no apt-get was found: the browser tests will skip"; fi
+
 demo: setup
 	$(BIN)/agentx demo
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 bench: setup

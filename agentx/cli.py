@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from agentx.app import RunOptions, experiment_rows
-from agentx import cli_adopt, cli_features, cli_harness, cli_llm, cli_loop, cli_recipes, cli_show
+from agentx import cli_adopt, cli_app, cli_features, cli_harness, cli_llm, cli_loop, cli_recipes, cli_show
 from agentx.cli_common import UnsandboxedOpt, WaitOpt, WorkspaceOpt, check_tier, console, fail, open_workspace
 from agentx.errors import UserError
 
@@ -37,6 +37,10 @@ app.add_typer(cli_loop.pr_app, name="pr")
 app.add_typer(cli_llm.llm_app, name="llm")
 app.command()(cli_harness.evolve)
 app.add_typer(cli_harness.harness_app, name="harness")
+app.command()(cli_app.serve)
+app.add_typer(cli_app.schedule_app, name="schedule")
+app.command()(cli_app.report)
+app.command()(cli_app.chat)
 
 
 @app.command()

@@ -210,6 +210,8 @@ def main(run_dir: str) -> Predictor:
             total_loss += loss.item() * len(idx)
         print(f"epoch {epoch + 1}/{epochs} | loss {total_loss / n:.4f} | "
               f"{time.time() - started:.1f}s", flush=True)
+        with open(run_dir / "curve.csv", "a") as curve:   # the learning curve the web app plots
+            curve.write(("epoch,train_loss\n" if epoch == 0 else "") + f"{epoch + 1},{total_loss / n:.6f}\n")
 
     # predictions
     predictions = run_dir / "predictions"

@@ -1,0 +1,1 @@
+"""The local web app (`agentx serve`): agentx/web/server.py."""
