@@ -71,7 +71,9 @@ def create_app(workspace: Path, *, host: str = "127.0.0.1", token: str | None = 
     async def user_error(request: Request, exc: UserError) -> Response:
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": str(exc)}, status_code=400)
-        return page(request, "error.html", message=str(exc))
+        response = page(request, "error.html", message=str(exc))
+        response.status_code = 400
+        return response
 
     # -- pages ------------------------------------------------------------------------
 
