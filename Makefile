@@ -13,7 +13,7 @@ $(BIN)/agentx: pyproject.toml workspaces/movielens-ctr/requirements.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[dev,llm]" -r workspaces/movielens-ctr/requirements.txt
+	$(BIN)/pip install -q -e ".[dev,llm,ray]" -r workspaces/movielens-ctr/requirements.txt
 	touch $(BIN)/agentx
 
 # The real small LLM's runtime for the slow real-model tests and `agentx llm local`: llama.cpp's

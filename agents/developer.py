@@ -31,6 +31,7 @@ from agents.harness_spec import active_version
 from agents.prompts import render_prompt
 from agents.recipes import RecipeNotApplicable
 from tools.git_repo import NothingToCommitError
+from tools.harness import RunLost
 from tools.git_safe import open_repo
 
 
@@ -210,6 +211,8 @@ def develop(ws, experiment: dict, developer, *, micro_seed: int = 0) -> Develope
     while True:
         micro = ws.harness.run(worktree.path, head, tier="micro", seed=micro_seed, arm="treatment",
                                experiment_id=exp_id, reuse=True)
+        if micro.lost:                     # its node died: nothing to repair (tools/harness.RunLost)
+            raise RunLost(micro)
         if micro.ok:
             return Developed(True, head, repairs=repairs)
         ws.kb.log_event("micro_failed", {"kind": micro.failure_kind, "detail": (micro.failure_detail or "")[-1500:],

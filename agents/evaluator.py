@@ -14,7 +14,8 @@ user_column, else each test row: `bootstrap_unit`), and the decision follows fix
     inconclusive  anything else, after adding seeds up to `max_seeds`
 
 Validation (what the search optimises) is reported next to the test effect; only the test
-slice judges.
+slice judges. A run the executor lost (its Ray node died; `tools.harness.RunLost`) is no
+evidence either way: it raises instead of vetoing, so it never counts against the code.
 
 An offline `ship` then goes through a staged rollout (`roll_out`, `tools.rollout`): the
 treatment is served to 5 % -> 25 % -> 50 % of the test slice's users (the same unit as the
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from agentx.workspace import metric_sign
+from tools.harness import RunLost
 from tools.rollout import STAGES, Guard, ReplayRollout, Rollout, RolloutBackend, ramp
 from tools.scoring import join_predictions, units_of
 from tools.stats import paired_effect
@@ -101,12 +103,16 @@ def evaluate(ws, experiment: dict, treatment_path, settings: EvalSettings) -> Ve
             seed = len(pairs)
             control = ws.harness.run(control_path, base, tier=settings.tier, seed=seed, arm="control",
                                      experiment_id=experiment["id"], reuse=True)
+            if control.lost:               # the executor lost it: no evidence either way (tools/harness.RunLost)
+                raise RunLost(control)
             if not control.ok:
                 raise ControlFailed(control.failure_kind or control.status,
                                     f"the control arm (base {base[:10]}, seed {seed}, run {control.run_id}) failed: "
                                     f"{control.failure_kind}: {(control.failure_detail or '')[-600:]}")
             treatment = ws.harness.run(treatment_path, head, tier=settings.tier, seed=seed, arm="treatment",
                                        experiment_id=experiment["id"], reuse=True)
+            if treatment.lost:             # never a veto: the code did not fail, its node did
+                raise RunLost(treatment)
             if not treatment.ok:
                 sandbox, line, note = confinement(ws.kb, [treatment.run_id])
                 return Verdict("vetoed", metric.primary, settings.tier, per_seed=_per_seed(pairs, metric.primary),

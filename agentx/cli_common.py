@@ -48,10 +48,11 @@ def fail(exc: Exception) -> NoReturn:
 
 
 def open_workspace(workspace: Path, *, warm_kernels: bool = False, lock: bool = False, wait: bool = False,
-                   committed_only: bool = False, unsandboxed: bool = False):
+                   committed_only: bool = False, unsandboxed: bool = False, executor: str = "local"):
     """Open a workspace (close it after). Commands that train pass warm_kernels, lock and
-    committed_only; commands that change it pass lock; `wait` is their --wait option."""
+    committed_only; commands that change it pass lock; `wait` is their --wait option;
+    `executor` is --executor (tools/executors: local, ray, ray://HOST:PORT, ray:HOST:PORT)."""
     from agentx.context import Workspace
 
     return Workspace.open(workspace, progress=progress, warm_kernels=warm_kernels, lock=lock, wait=wait,
-                          committed_only=committed_only, sandboxed=not unsandboxed)
+                          committed_only=committed_only, sandboxed=not unsandboxed, executor=executor)

@@ -32,7 +32,7 @@ class Workspace:
     @classmethod
     def open(cls, root: Path | str, progress: Callable[[str], None] = lambda _: None, *,
              warm_kernels: bool = True, lock: bool = False, wait: bool = False,
-             committed_only: bool = False, sandboxed: bool = True) -> Workspace:
+             committed_only: bool = False, sandboxed: bool = True, executor: str = "local") -> Workspace:
         """Open a workspace; with `warm_kernels` the next run's kernel starts in the background.
 
         Commands that train or write take the workspace `lock` (`agentx/lock.py`; with `wait`
@@ -40,7 +40,10 @@ class Workspace:
         `committed_only` to refuse uncommitted edits to editable or protected files.
         `sandboxed=False` (`--unsandboxed`) runs experiment code without the OS sandbox; with
         it, a machine where no sandbox can be made refuses here (warm kernels) or at the
-        first run, with one line saying how to install bubblewrap."""
+        first run, with one line saying how to install bubblewrap. `executor` says where
+        kernels run (tools/executors.parse_executor: "local", the default, "ray",
+        "ray://HOST:PORT" or "ray:HOST:PORT"); a bad spec, Ray not installed or a cluster
+        that cannot be reached is a UserError of one line. Scoring stays on this machine."""
         root = Path(root).resolve()
         manifest = load_manifest(root)
         recipes = registry_for(manifest)
@@ -58,7 +61,7 @@ class Workspace:
                 progress("WARNING: --unsandboxed: experiment code runs without the OS sandbox; it can read "
                          "labels and change files, and every verdict will say so")
             harness = Harness(root, manifest, kb, cache_dir(), progress=progress, warm_kernels=warm_kernels,
-                              sandboxed=sandboxed)
+                              sandboxed=sandboxed, executor=executor)
             harness.tier_overrides = lambda tier: tier_overrides(kb, tier)
         except BaseException:
             if held is not None:

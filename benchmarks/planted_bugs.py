@@ -86,8 +86,7 @@ def with_timeouts(manifest, micro: float | None, full: float | None):
 
 
 def attempt(harness: Harness, path: Path, commit: str, tier: str) -> Attempt:
-    if harness.pool is not None:
-        harness.pool.wait_ready()            # every run starts with its warm kernel waiting
+    harness.executor.warm_up()               # every run starts with its warm kernel waiting
     started = time.perf_counter()
     run = harness.run(path, commit, tier=tier, seed=0, arm="treatment")
     return Attempt(run.failure_kind, time.perf_counter() - started, (run.failure_detail or "").splitlines()[0][:90]

@@ -60,8 +60,7 @@ def main() -> None:
               f"{median(confined_starts) / median(starts):.2f}")
 
         def timed(harness, tier: str, seed: int) -> float:
-            if harness.pool is not None:
-                harness.pool.wait_ready()          # the run starts with a warm kernel waiting
+            harness.executor.warm_up()             # the run starts with a warm kernel waiting
             t = time.perf_counter()
             run = harness.run(checkout, commit, tier=tier, seed=seed, arm="baseline")
             if not run.ok:

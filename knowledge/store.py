@@ -56,7 +56,7 @@ from knowledge.owners import Owner, orphan_reason
 from knowledge.reads import key_columns
 
 RUN_ARMS = ("baseline", "control", "treatment")
-RUN_STATUSES = ("running", "ok", "invalid", "error", "timeout", "memory", "died", "disk", "abandoned")
+RUN_STATUSES = ("running", "ok", "invalid", "error", "timeout", "memory", "died", "disk", "abandoned", "lost")
 MEMORY = ":memory:"
 _ID_CONFLICT_ATTEMPTS = 10
 WARM_S = 0.2         # an idle KB closes its last connection after this long

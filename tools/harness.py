@@ -4,10 +4,12 @@ The agent's code only ever runs inside the kernel, and the kernel runs inside th
 sandbox (tools/confine.py: its code read-only, one capped writable run directory, no view
 of the labels, the KB, the main checkout or home, its own PID and network namespaces)
 unless the harness was made with `sandboxed=False` (`--unsandboxed`; every run row then
-says `sandbox = 'none'`). Each run gets a fresh kernel and a slot (tools/pool.py): the
-harness stages the checkout's code and the run's label-free rows there, runs the
-entrypoint, then moves the run directory to `.agentx/runs/<run id>`. Everything that
-decides whether a run counts happens here, in the harness process: which rows the kernel
+says `sandbox = 'none'`). Each run gets a fresh kernel and a slot from the harness's
+executor (tools/executors: this machine, one lane per free GPU, by default; a Ray cluster
+with `executor="ray..."`): the code and the run's label-free rows are staged there, the
+entrypoint runs, and the run directory comes back to `.agentx/runs/<run id>`. Everything
+that decides whether a run counts happens here, in the harness process, whatever the
+executor: which rows the kernel
 gets (no labels for valid and test), whether protected files equal main's committed blobs
 (before a kernel is spent, and after), whether the predictions are complete and finite,
 and the metrics themselves.
@@ -72,26 +74,43 @@ from pathlib import Path
 from agentx.errors import UserError
 from agentx.paths import state_dir
 from agentx.workspace import Manifest
-from tools.cells import AUDIT_HOOK, AUDIT_LOG, BOOT, REPORT, AuditSpec, kernel_json, read_audit
-from tools.confine import RUN, WORK, Confinement, probe
-from tools.pool import KernelPool, Slot, start_kernel
-from tools.sandbox import ExecutionResult, Sandbox, free_space
-from tools.staging import changed, entrypoint_file, is_disk_full, protected_digest, stage_code
+from tools.confine import Confinement, probe
+from tools.executors import Executor, KernelConfig, KernelJob, RunResult, RunSpec, open_executor
+from tools.executors.node import confinement_for
+from tools.pool import Slot
+from tools.staging import changed, entrypoint_file, protected_digest
 from tools.scoring import (InvalidPredictions, check_alignment, metric_value, popularity_scores, score_run,
                            users_of)
 from tools.derived import DerivedError, check, column_types, load_catalog_or_none, requested, with_derived
-from tools.splits import EVAL_SPLITS, Splits, materialise, prepare_splits, tier_rows
+from tools.splits import EVAL_SPLITS, Splits, prepare_splits, run_config, tier_rows
 
-# Kernel status -> the failure kind lessons and reports use.
-FAILURE_KIND = {"error": "crash", "timeout": "timeout", "memory": "memory", "died": "died", "disk": "disk"}
+# Kernel status -> the failure kind lessons and reports use. `lost` is not the code's: the node
+# running it died, or no node took it (tools/executors/ray_cluster.py); see RunLost.
+FAILURE_KIND = {"error": "crash", "timeout": "timeout", "memory": "memory", "died": "died", "disk": "disk",
+                "lost": "lost"}
 
 DISK_RESERVE_MB = 1024              # free space a run needs besides its run directory's cap
+
+
+class RunLost(RuntimeError):
+    """A run the executor lost after its retries (a Ray node died mid-run, or no node took
+    it in time). Raised by the evaluator and the developer instead of judging the code on
+    it: a lost run is no evidence about the code, so it is never a veto, a repair or a
+    failure of the experiment's recipe. The loop stops the experiment (or, where it does
+    not catch this, the command); running the command again resumes, and the runs that
+    finished are reused."""
+
+    def __init__(self, outcome: "RunOutcome"):
+        super().__init__(f"run {outcome.run_id} was lost: {outcome.failure_detail}; the experiment was not judged "
+                         "on it: check the cluster (`ray status`) and run the same command again to resume "
+                         "(finished runs are reused)")
+        self.outcome = outcome
 
 
 @dataclass(frozen=True)
 class RunOutcome:
     run_id: str
-    status: str                     # ok | invalid | error | timeout | memory | died
+    status: str                     # ok | invalid | error | timeout | memory | died | disk | lost
     failure_kind: str | None = None
     failure_detail: str | None = None
     metrics: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -104,6 +123,11 @@ class RunOutcome:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def lost(self) -> bool:
+        """The executor lost the run (its node died, or none took it): no fault of the code."""
+        return self.status == "lost"
+
     def metric(self, split: str, name: str) -> float | None:
         return self.metrics.get((split, name))
 
@@ -114,20 +138,20 @@ class Harness:
     def __init__(self, workspace: Path, manifest: Manifest, kb, cache: Path, *,
                  python: str = sys.executable, extra_env: dict[str, str] | None = None,
                  memory_limit_mb: int | None = 8192, progress: Callable[[str], None] = lambda _: None,
-                 warm_kernels: bool = False, sandboxed: bool = True):
+                 warm_kernels: bool = False, sandboxed: bool = True, executor: str = "local"):
         """`sandboxed=False` runs kernels without the OS sandbox (`--unsandboxed`): every run
         row, verdict and pull request then says so. With it, a machine without bubblewrap
-        makes the first run (or a warm pool, at once) raise SandboxUnavailable."""
+        makes the first run (or warm kernels, at once) raise SandboxUnavailable. `executor`
+        says where kernels run (tools/executors: "local", "ray", "ray://HOST:PORT",
+        "ray:HOST:PORT"); scoring stays here whatever it says."""
         self.workspace = Path(workspace)
-        self.sandboxed = sandboxed
         self.manifest = manifest
         self.kb = kb
         self.cache = Path(cache)
         self.python = python
         # A decoy for label hunters: the cache's real path, which does not exist inside the
         # sandbox; code that looks there is caught by the audit hook as a leak.
-        self.extra_env = {"AGENTX_CACHE_DIR": str(self.cache), **(extra_env or {})}
-        self.memory_limit_mb = memory_limit_mb
+        self._extra_env = {"AGENTX_CACHE_DIR": str(self.cache), **(extra_env or {})}
         self.progress = progress
         # tier name -> fields that override the manifest's, plus "memory_mb" (a lower kernel memory
         # cap for that tier): the active harness version's micro settings (agents/harness_spec.py;
@@ -138,12 +162,57 @@ class Harness:
         self._repo = None
         self._popularity_cache: dict[str, float] = {}
         self._reference: tuple[str, dict[str, str]] | None = None   # (main's head, its protected blobs)
-        if sandboxed and warm_kernels:
+        self._sandboxed, self._memory_limit_mb = sandboxed, memory_limit_mb
+        self._executor_spec, self._warm = executor or "local", warm_kernels
+        self.executor: Executor = self._open_executor()
+
+    def _open_executor(self) -> Executor:
+        """Where kernels run (warm kernels start now: start-up and imports happen before a run needs them)."""
+        local = self._executor_spec == "local"
+        if self._sandboxed and self._warm and local:
             probe()                                # no sandbox: say so now, not in a pool thread
-        # Warm kernels (tools/pool.py): start-up and library imports happen before a run needs them.
-        self.pool = KernelPool(python=python, slots=self.slots, confine=self.confinement,
-                               extra_env=self.extra_env, memory_limit_mb=memory_limit_mb,
-                               preload=manifest.train.preload) if warm_kernels else None
+        spec = self.manifest.sandbox
+        config = KernelConfig(python=self.python if local else None, env=self.extra_env,
+                              memory_limit_mb=self._memory_limit_mb, preload=tuple(self.manifest.train.preload),
+                              warm=self._warm, sandboxed=self._sandboxed, network=spec.network,
+                              run_mb=spec.run_dir_mb, tmp_mb=spec.tmp_mb)
+        return open_executor(self._executor_spec, config, slots=self.slots,
+                             hidden={"the workspace": self.workspace, "the cache": self.cache}, progress=self.progress)
+
+    def _reopen(self) -> None:
+        self.executor.close()
+        self.executor = self._open_executor()
+
+    @property
+    def sandboxed(self) -> bool:
+        return self._sandboxed
+
+    @sandboxed.setter
+    def sandboxed(self, value: bool) -> None:
+        """Kernels made from now on are (not) confined: the executor is opened again."""
+        if value != self._sandboxed:
+            self._sandboxed = value
+            self._reopen()
+
+    @property
+    def extra_env(self) -> dict[str, str]:
+        return self._extra_env
+
+    @extra_env.setter
+    def extra_env(self, value: dict[str, str]) -> None:
+        """What kernels made from now on get besides the allowlist (the executor is opened again)."""
+        self._extra_env = dict(value)
+        self._reopen()
+
+    @property
+    def memory_limit_mb(self) -> int | None:
+        return self._memory_limit_mb
+
+    @memory_limit_mb.setter
+    def memory_limit_mb(self, value: int | None) -> None:
+        if value != self._memory_limit_mb:
+            self._memory_limit_mb = value
+            self._reopen()
 
     @property
     def isolation(self) -> str:
@@ -155,18 +224,23 @@ class Harness:
         return state_dir(self.workspace) / "slots"
 
     def confinement(self, slot: Slot) -> Confinement | None:
-        """The sandbox of a kernel working in `slot` (None when unsandboxed)."""
-        if not self.sandboxed:
-            return None
-        spec = self.manifest.sandbox
-        confinement = Confinement(probe(), slot.work, slot.run, network=spec.network, run_mb=spec.run_dir_mb,
-                                  tmp_mb=spec.tmp_mb)
-        confinement.check_hidden(self.python, {"the workspace": self.workspace, "the cache": self.cache})
-        return confinement
+        """The sandbox of a local kernel working in `slot` (None when unsandboxed)."""
+        config = KernelConfig(sandboxed=self.sandboxed, network=self.manifest.sandbox.network,
+                              run_mb=self.manifest.sandbox.run_dir_mb, tmp_mb=self.manifest.sandbox.tmp_mb)
+        return confinement_for(config, slot, self.python, {"the workspace": self.workspace, "the cache": self.cache})
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.close()
+        self.executor.close()
+
+    def gpu_minutes(self, since: float | None = None) -> float:
+        """Minutes kernels holding a GPU spent executing, over the runs started since `since`
+        (epoch seconds; None: all): what a GPU-minutes budget counts (agentx/state.py)."""
+        import datetime as dt
+
+        start = dt.datetime.fromtimestamp(since or 0.0, dt.UTC).replace(tzinfo=None)
+        rows = self.kb.query("SELECT coalesce(sum(exec_s), 0) AS s FROM runs WHERE device LIKE 'cuda%' "
+                             "AND started_at >= ?", [start])
+        return float(rows[0]["s"]) / 60.0
 
     @property
     def splits(self) -> Splits:
@@ -256,14 +330,19 @@ class Harness:
             return outcome
         self.progress(f"{run_id}: {arm} {tier} seed {seed} in a fresh kernel"
                       + ("" if self.sandboxed else " (unsandboxed)"))
-        result, report, touched, after = self._execute(Path(checkout), run_id, run_dir, tier, tier_spec, seed, splits,
-                                                       rows)
+        done = self.executor.execute(self._spec(Path(checkout), run_id, run_dir, tier, tier_spec, seed, rows))
+        result, report = done.result, {**done.report, "node": done.node, "attempts": done.attempts,
+                                       "device": done.device}
         t = lap("kernel", t)
-        if result is None:                     # the harness itself could not write (a full disk)
-            outcome = RunOutcome(run_id, "disk", "disk", report["disk"])
+        if done.attempts > 1:
+            self.progress(f"{run_id}: retried after a lost node ({done.attempts} attempts)")
+        if done.lost is not None:             # the node died or never took it: not the code's doing
+            outcome = RunOutcome(run_id, "lost", "lost", done.lost)
+        elif result is None:                  # the harness itself could not write (a full disk)
+            outcome = RunOutcome(run_id, "disk", "disk", done.disk)
         else:
             # Neither the code the kernel ran nor the main checkout may have changed a protected path.
-            tampered = sorted(set(changed(reference, after))
+            tampered = sorted(set(changed(reference, done.after))
                               | set(changed(reference, protected_digest(self.workspace, rules))))
             # the rows it was given to score: writing fewer (or other) rows into them would make
             # the missing-rows check, and every later join, judge a different slice
@@ -272,7 +351,7 @@ class Harness:
                          if not (run_dir / f"{split}.csv").is_file()
                          or not filecmp.cmp(run_dir / f"{split}.csv", given / f"{split}.csv", shallow=False)]
             t = lap("protect", t)
-            outcome = self._judge(run_id, run_dir, result, report, tampered, touched, tier)
+            outcome = self._judge(run_id, run_dir, result, report, tampered, done.touched, tier)
         t = lap("score", t)
         outcome = RunOutcome(**{**outcome.__dict__, "wall_s": time.perf_counter() - started,
                                 "kernel_start_s": report.get("kernel_start_s", 0.0),
@@ -313,9 +392,10 @@ class Harness:
                 f"and {free / 1024:.1f} GB are free on the disk of {state_dir(self.workspace)}; free some space "
                 "or lower [sandbox] run_dir_mb in agentx.toml")
 
-    def _audit_spec(self, run_id: str, slot: Slot, confined: bool) -> AuditSpec:
-        """What the kernel's audit hook watches: every harness-owned path a run has no business in.
-        Confined, none of them exists in the kernel's view; the hook then only names the attempt."""
+    def _audit_watch(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """What the kernel's audit hook watches: every harness-owned path a run has no business
+        in, and the words that name them on a command line. Confined (and on any other node),
+        none of them exists in the kernel's view; the hook then only names the attempt."""
         state = state_dir(self.workspace)
         watched = [self.cache, self.splits.root, self.splits.root.parent, state / "runs", state / "audit"]
         kb_path = getattr(self.kb, "path", None)
@@ -325,17 +405,19 @@ class Harness:
         home = os.path.expanduser("~")
         needles = forms + ["~" + f[len(home):] for f in forms if f.startswith(home + os.sep)]
         needles += ["$AGENTX_CACHE_DIR", "${AGENTX_CACHE_DIR}"]
-        if confined:
-            return AuditSpec(Path(RUN) / AUDIT_LOG, forms, [RUN, WORK], needles)
-        allowed = sorted({form for p in (slot.run, slot.work) for form in (os.path.abspath(p), os.path.realpath(p))})
-        return AuditSpec(slot.run / AUDIT_LOG, forms, allowed, needles)
+        return tuple(forms), tuple(needles)
 
-    def _take_kernel(self) -> tuple[Sandbox, Slot, float]:
-        if self.pool is not None:
-            return self.pool.take()
-        box, slot = start_kernel(self.slots, self.confinement, python=self.python, extra_env=self.extra_env,
-                                 memory_limit_mb=self.memory_limit_mb)
-        return box, slot, box.kernel_start_s or 0.0
+    def _spec(self, checkout: Path, run_id: str, run_dir: Path, tier: str, tier_spec, seed: int,
+              rows: Path) -> RunSpec:
+        """The run as an executor gets it: label-free rows, the code, the job."""
+        watched, needles = self._audit_watch()
+        train = self.manifest.train
+        job = KernelJob(run_id=run_id, module=train.module, function=train.function,
+                        id_column=self.manifest.data.id_column, protected=tuple(self.manifest.paths.protected),
+                        timeout_s=tier_spec.timeout_s, memory_mb=self.tier_overrides(tier).get("memory_mb"),
+                        watched=watched, needles=needles)
+        return RunSpec(job, checkout, rows, run_config(run_id, seed, tier, tier_spec), run_dir,
+                       label_column=self.splits.label_column)
 
     def _rows(self, checkout: Path, splits: Splits, tier_spec) -> Path:
         """The folder of rows this code's run gets: the tier's rows, plus a column for each
@@ -350,62 +432,7 @@ class Harness:
               label_column=splits.label_column)
         return with_derived(rows, derived, splits.root / "derived", id_column=splits.id_column)
 
-    def _execute(self, checkout: Path, run_id: str, run_dir: Path, tier: str, tier_spec, seed: int,
-                 splits: Splits, rows: Path) -> tuple[ExecutionResult | None, dict, list[dict], dict[str, str]]:
-        """Stage the code and rows in a kernel's slot, run the entrypoint and the harness's
-        cells, move the run directory into place. Returns (None, {"disk": why}, ...) when the
-        harness could not write (a full disk): that is the run's failure, not a crash."""
-        box, slot, kernel_start_s = self._take_kernel()
-        confined = box.confinement is not None
-        report: dict = {"kernel_start_s": kernel_start_s, "exec_s": 0.0}
-        result: ExecutionResult | None = None
-        touched: list[dict] = []
-        after: dict[str, str] = {}
-        try:
-            with box:
-                stage_code(checkout, slot.work, link=confined)
-                materialise(splits, slot.run, tier, tier_spec, seed, run_id, rows)
-                audit = self._audit_spec(run_id, slot, confined)
-                seen_run = RUN if confined else str(slot.run)
-                # The tier's timeout is for the workspace's code: waiting for a kernel (a warm one
-                # still importing its libraries on a busy machine) must not eat into it.
-                boot = AUDIT_HOOK + BOOT.format(log=str(audit.log), watched=audit.watched, allowed=audit.allowed,
-                                                needles=audit.needles, module=self.manifest.train.module,
-                                                function=self.manifest.train.function, run_dir=seen_run,
-                                                cwd=WORK if confined else str(slot.work))
-                cap = self.tier_overrides(tier).get("memory_mb")   # a calibrated tier may cap memory lower
-                if cap is not None and (box.memory_limit_mb is None or cap < box.memory_limit_mb):
-                    box.memory_limit_mb = cap
-                result = box.execute(boot, timeout_s=tier_spec.timeout_s)
-                report["exec_s"] = result.duration_s
-                report["peak_rss_mb"] = result.peak_rss_mb
-                if result.ok:
-                    measured = box.execute(REPORT.format(batch_csv=f"{seen_run}/test.csv",
-                                                         id_column=self.manifest.data.id_column), timeout_s=60)
-                    report["exec_s"] += measured.duration_s
-                    if measured.ok and isinstance(measured_json := kernel_json(measured.result_text), dict):
-                        report.update(measured_json)
-                touched = read_audit(box, slot.run / AUDIT_LOG, report)
-            after = protected_digest(slot.work, self.manifest.paths.protected)
-            run_dir.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(slot.run, run_dir)
-            (run_dir / "kernel.log").write_text(result.stdout + result.stderr + (result.traceback or ""))
-        except OSError as exc:
-            if not is_disk_full(exc):
-                raise
-            report["disk"] = f"the harness could not write the run's files ({exc.strerror}); {free_space(slot.root)}"
-            result = None
-        finally:
-            box.shutdown()
-            if slot.run.exists() and not run_dir.exists():
-                try:
-                    os.replace(slot.run, run_dir)
-                except OSError:
-                    pass
-            slot.remove()
-        return result, report, touched, after
-
-    def _judge(self, run_id: str, run_dir: Path, result: ExecutionResult, report: dict,
+    def _judge(self, run_id: str, run_dir: Path, result, report: dict,
                tampered: list[str], touched: list[dict], tier: str) -> RunOutcome:
         if tampered:
             return RunOutcome(run_id, "invalid", "tamper", "protected paths changed: " + ", ".join(tampered))
@@ -456,4 +483,6 @@ class Harness:
             kb.log_event("run_finished", {"run_id": outcome.run_id, "status": outcome.status,
                                           "failure_kind": outcome.failure_kind, "wall_s": outcome.wall_s,
                                           "kernel_start_s": outcome.kernel_start_s, "exec_s": outcome.exec_s,
-                                          "phases": phases})
+                                          "phases": phases, "executor": self.executor.name,
+                                          "node": report.get("node"), "attempts": report.get("attempts"),
+                                          "transfer_s": report.get("transfer_s")})

@@ -177,14 +177,24 @@ def materialise(splits: Splits, run_dir: Path, tier_name: str, tier: TierSpec, s
     each run directory. A copy, not a link: a run may overwrite its own files, and must not
     reach the cached ones through them. `rows`: the folder to copy instead of the tier's
     (the tier's rows with derived columns, tools/derived.py)."""
+    cached = rows or tier_rows(splits, tier)
+    lay_out(cached, run_dir, run_config(run_id, seed, tier_name, tier))
+    return json.loads((cached / "counts.json").read_text())
+
+
+def run_config(run_id: str, seed: int, tier_name: str, tier: TierSpec) -> dict:
+    """The run directory's run.json: what the entrypoint is told about its run."""
+    return {"run_id": run_id, "seed": seed, "tier": tier_name, "epochs": tier.epochs, "device": "auto"}
+
+
+def lay_out(rows: Path, run_dir: Path, config: dict) -> None:
+    """A run directory from a folder of label-free rows (train.csv with labels, valid.csv and
+    test.csv without) and its run.json; wherever the run executes (tools/executors)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "predictions").mkdir(exist_ok=True)
-    cached = rows or tier_rows(splits, tier)
     for split in SPLITS:
-        shutil.copyfile(cached / f"{split}.csv", run_dir / f"{split}.csv")
-    config = {"run_id": run_id, "seed": seed, "tier": tier_name, "epochs": tier.epochs, "device": "auto"}
+        shutil.copyfile(rows / f"{split}.csv", run_dir / f"{split}.csv")
     (run_dir / "run.json").write_text(json.dumps(config, indent=2))
-    return json.loads((cached / "counts.json").read_text())
 
 
 def tier_rows(splits: Splits, tier: TierSpec) -> Path:
