@@ -34,7 +34,8 @@ SQL = {
         QUALIFY row_number() OVER (PARTITION BY l.experiment_id ORDER BY l.id DESC) = 1
         ORDER BY l.experiment_id""",
     "families": """
-        SELECT coalesce(l.recipe_family, e.recipe, 'free-form') AS family, l.outcome, count(*) AS n
+        SELECT CASE WHEN coalesce(l.recipe_family, 'free-form') = 'free-form' THEN coalesce(e.recipe, 'free-form')
+                    ELSE l.recipe_family END AS family, l.outcome, count(*) AS n
         FROM lessons l JOIN experiments e ON e.id = l.experiment_id
         WHERE e.created_at >= ? GROUP BY ALL ORDER BY family, l.outcome""",
     "stages": """

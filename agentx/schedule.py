@@ -43,7 +43,9 @@ class Schedule:
 
 
 def store_url(workspace: Path) -> str:
-    return f"sqlite:///{state_dir(Path(workspace).resolve()) / 'schedules.sqlite'}"
+    folder = state_dir(Path(workspace).resolve())
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'schedules.sqlite'}"
 
 
 def trigger(cron: str):
@@ -56,14 +58,22 @@ def trigger(cron: str):
                         f"01:00 every day); {cron!r}: {exc}") from None
 
 
-def scheduler(workspace: Path, *, background: bool = True):
-    """An APScheduler over the workspace's job store (not started)."""
+def scheduler(workspace: Path):
+    """An APScheduler over the workspace's job store (not started). `start(paused=True)` only
+    edits the store: a paused or stopping one never fires a job."""
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.schedulers.base import STATE_RUNNING
+
+    class Scheduler(BackgroundScheduler):
+        def _process_jobs(self):
+            # APScheduler 3 processes due jobs once more while shutting down, when its executors
+            # are already gone: the submission fails and the firing is lost. Only a running one fires.
+            return super()._process_jobs() if self.state == STATE_RUNNING else None
 
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    return BackgroundScheduler(jobstores={"default": SQLAlchemyJobStore(url=store_url(workspace))},
-                               job_defaults={"coalesce": True, "max_instances": 1})
+    return Scheduler(jobstores={"default": SQLAlchemyJobStore(url=store_url(workspace))},
+                     job_defaults={"coalesce": True, "max_instances": 1})
 
 
 def add(workspace: Path, cron: str, options: RunOptions, *, grace_minutes: float = 60) -> Schedule:

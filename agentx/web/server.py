@@ -146,7 +146,8 @@ def create_app(workspace: Path, *, host: str = "127.0.0.1", token: str | None = 
     @web.get("/chat", response_class=HTMLResponse)
     async def chat_page(request: Request, conversation: str = "web"):
         history = await asyncio.to_thread(chat_for(conversation).history)
-        return page(request, "chat.html", history=history, conversation=conversation,
+        confirmed = {m.payload["message"] for m in history if m.kind == "queued"}
+        return page(request, "chat.html", history=history, conversation=conversation, confirmed=confirmed,
                     brain=chat_for(conversation).brains.brainstorm.name)
 
     @web.post("/api/chat")

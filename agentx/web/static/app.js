@@ -38,12 +38,26 @@ function sortable(table) {
   });
 }
 
-// -- the run in progress, refreshed every 2 s
+// -- the run in progress, the queue and the recent requests, refreshed every 2 s
+const esc = (s) => String(s ?? "").replace(/[&<>"]/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
+
+function renderRequests(status) {
+  const queue = document.querySelector("#queue tbody");
+  if (queue) queue.innerHTML = status.queued.map((q) => `<tr><td>${q.id}</td><td>${esc(q.summary)}</td>` +
+    `<td>${esc(q.source)}</td><td><form method="post" action="/requests/${q.id}/cancel"><input type="hidden" ` +
+    `name="csrf" value="${esc(csrf())}"><button>cancel</button></form></td></tr>`).join("") ||
+    '<tr><td colspan="4" class="muted">empty</td></tr>';
+  const recent = document.querySelector("#recent tbody");
+  if (recent) recent.innerHTML = status.recent.map((q) => `<tr><td>${q.id}</td><td>${esc(q.summary)}</td>` +
+    `<td>${esc(q.source)}</td><td>${esc(q.status)}</td><td>${esc(q.elapsed_s ?? "-")}</td>` +
+    `<td class="error">${esc(q.error || "")}</td></tr>`).join("");
+}
+
 function pollRun(box) {
   const render = (status) => {
+    renderRequests(status);
     const r = status.running;
     if (!r) { box.innerHTML = '<p class="muted">Nothing is running.</p>'; return; }
-    const esc = (s) => String(s ?? "").replace(/[&<>]/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;"}[c]));
     const kernels = r.kernels.map((k) => `<tr><td>${esc(k.id)}</td><td>${esc(k.experiment_id || "-")}</td>` +
       `<td>${esc(k.arm)}</td><td>${esc(k.tier)}</td><td>${esc(k.seed)}</td><td>${esc(k.sandbox)}</td>` +
       `<td>${esc(k.elapsed_s)}</td></tr>`).join("") || '<tr><td colspan="7" class="muted">no kernel running right now</td></tr>';
@@ -72,21 +86,24 @@ function chat() {
       const button = document.createElement("button");
       button.textContent = "run this experiment";
       button.className = "confirm";
-      button.addEventListener("click", async () => {
-        button.disabled = true;
-        try {
-          const reply = await post(`/api/chat/${m.id}/confirm`, {conversation,
-            tier: document.getElementById("chat-tier").value});
-          add(reply);
-          follow(reply.request_id);
-        } catch (error) { add({role: "agentx", kind: "refusal", text: error.message, id: 0}); }
-      });
+      button.dataset.id = m.id;
+      confirmable(button);
       div.appendChild(document.createTextNode(" "));
       div.appendChild(button);
     }
     log.appendChild(div);
     log.scrollTop = log.scrollHeight;
   };
+  const confirmable = (button) => button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const reply = await post(`/api/chat/${button.dataset.id}/confirm`, {conversation,
+        tier: document.getElementById("chat-tier").value});
+      add(reply);
+      follow(reply.request_id);
+    } catch (error) { add({role: "agentx", kind: "refusal", text: error.message, id: 0}); }
+  });
+  log.querySelectorAll("button.confirm").forEach(confirmable);
   const follow = (requestId) => {
     progress.hidden = false;
     progress.textContent = `request ${requestId}: waiting for the worker\n`;
@@ -105,8 +122,8 @@ function chat() {
       if (done.request.status === "failed") div.textContent = `request ${requestId} failed: ${done.request.error}`;
       done.experiments.forEach((e) => {
         const line = document.createElement("p");
-        const effect = e.delta === null ? "" : ` effect ${e.delta >= 0 ? "+" : ""}${e.delta.toFixed(4)}` +
-          ` [${e.ci_low.toFixed(4)}, ${e.ci_high.toFixed(4)}]`;
+        const signed = (v) => `${v >= 0 ? "+" : ""}${v.toFixed(4)}`;
+        const effect = e.delta === null ? "" : ` effect ${signed(e.delta)} [${signed(e.ci_low)}, ${signed(e.ci_high)}]`;
         line.innerHTML = `<a href="/experiments/${e.id}">${e.id}</a> <b class="decision ${e.decision || e.status}">` +
           `${e.decision || e.status}</b>${effect}` + (e.pr ? ` · <a class="pr-link" href="/prs/${e.pr}">pull request #${e.pr}</a>` : "");
         div.appendChild(line);
