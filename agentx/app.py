@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from agentx.errors import UserError
 from agentx.state import Budget, Proposal
 from knowledge.queue import Request, RequestQueue
+from tools.executors import default_parallel
 
 Say = Callable[[str], None]
 
@@ -103,22 +104,13 @@ def loop_context(ws, options: RunOptions, say: Say, *, brainstorm=None, request_
     settings = EvalSettings(tier=options.tier, seeds=seeds, max_seeds=max(seeds, options.max_seeds or harness.spec.seeds.max))
     evolver = Evolver(LLMProposer(brains.clients[0]), brains.clients[0]) if brains.clients else Evolver()
     ctx = LoopContext(ws, brainstorm or brains.brainstorm, brains.developer, settings,
-                      parallel=options.parallel or default_parallel(options.executor), progress=say,
+                      parallel=options.parallel or default_parallel(options.executor), progress=say,   # free devices
                       llm_clients=brains.clients, evolve_every=options.evolve_every, evolver=evolver,
                       seeds_from_harness=options.seeds is None and options.max_seeds is None, request_id=request_id)
     say(f"harness: {harness.short} ({harness.proposer}); evolution "
         + (f"every {options.evolve_every} experiments" if options.evolve_every else "off"))
     say(f"brains: brainstorm: {ctx.brainstorm.name}; developer: {ctx.developer.name}")
     return ctx, budget
-
-
-def default_parallel(executor: str) -> int:
-    """Experiments in flight when --parallel is not given: one per free device of the executor."""
-    try:
-        from tools.executors import default_parallel as free_devices
-    except ImportError:                    # an executor layer without device discovery: one slot
-        return 1
-    return free_devices(executor)
 
 
 def run_in(ws, options: RunOptions, say: Say, *, brainstorm=None, request_id: int | None = None):
@@ -135,12 +127,7 @@ def open_for_run(workspace: Path, options: RunOptions, say: Say, *, wait: bool =
     from agentx.context import Workspace
 
     return Workspace.open(workspace, progress=say, warm_kernels=True, lock=True, wait=wait, committed_only=True,
-                          sandboxed=not options.unsandboxed, **_executor_kw(options))
-
-
-def _executor_kw(options: RunOptions) -> dict[str, str]:
-    # the executor seam (tools/executors.py) takes `executor=`; "local" is what Workspace.open did before it
-    return {} if options.executor == "local" else {"executor": options.executor}
+                          sandboxed=not options.unsandboxed, executor=options.executor)
 
 
 def summarise(ws, request_id: int, result, before: set[str]) -> RunSummary:
