@@ -58,7 +58,10 @@ class LoopContext:
         return sum(c.spent_dollars for c in self.llm_clients)
 
     def stop_reason(self, state) -> str | None:
-        return Budget(**state["budget"]).stop_reason(started=state.get("started", 0), llm_spent=self.llm_spent())
+        budget = Budget(**state["budget"])
+        # GPU minutes: the KB's runs that held a GPU since the budget began (a query only when capped)
+        gpu = self.ws.harness.gpu_minutes(since=budget.started_at) if budget.gpu_minutes is not None else 0.0
+        return budget.stop_reason(started=state.get("started", 0), llm_spent=self.llm_spent(), gpu_spent=gpu)
 
 
 # -- the outer loop ------------------------------------------------------------------

@@ -41,22 +41,29 @@ class Budget(BaseModel):
     max_experiments: int | None = None
     deadline: float | None = None          # epoch seconds (from --until or --budget-minutes)
     llm_dollars: float | None = None
+    gpu_minutes: float | None = None       # kernel execution minutes on a GPU (--gpu-minutes)
+    started_at: float | None = None        # epoch seconds: GPU minutes count runs started since
 
     @classmethod
     def build(cls, *, experiments: int | None = None, until: str | None = None,
               minutes: float | None = None, llm_dollars: float | None = None,
-              now: float | None = None) -> Budget:
+              gpu_minutes: float | None = None, now: float | None = None) -> Budget:
         now = time.time() if now is None else now
         deadlines = []
         if minutes is not None:
             deadlines.append(now + 60 * minutes)
         if until is not None:
             deadlines.append(next_local_time(until, now))
+        if gpu_minutes is not None and gpu_minutes < 0:
+            raise ValueError(f"--gpu-minutes wants a number of minutes >= 0, got {gpu_minutes:g}")
         return cls(max_experiments=experiments, deadline=min(deadlines) if deadlines else None,
-                   llm_dollars=llm_dollars)
+                   llm_dollars=llm_dollars, gpu_minutes=gpu_minutes, started_at=now)
 
-    def stop_reason(self, *, started: int, llm_spent: float, now: float | None = None) -> str | None:
-        """Why no new step may start, or None."""
+    def stop_reason(self, *, started: int, llm_spent: float, gpu_spent: float = 0.0,
+                    now: float | None = None) -> str | None:
+        """Why no new step may start, or None. `gpu_spent`: GPU minutes of the runs started
+        since `started_at` (tools.harness.Harness.gpu_minutes); a run in flight counts once
+        it has finished, so the last round may go over by what its runs take."""
         now = time.time() if now is None else now
         if self.max_experiments is not None and started >= self.max_experiments:
             return f"experiment budget reached ({self.max_experiments})"
@@ -64,6 +71,8 @@ class Budget(BaseModel):
             return "deadline reached (" + dt.datetime.fromtimestamp(self.deadline).strftime("%H:%M") + ")"
         if self.llm_dollars is not None and llm_spent >= self.llm_dollars:
             return f"LLM dollar cap reached (${llm_spent:.2f} of ${self.llm_dollars:.2f})"
+        if self.gpu_minutes is not None and gpu_spent >= self.gpu_minutes:
+            return f"GPU minutes budget reached ({gpu_spent:.1f} of {self.gpu_minutes:g} min)"
         return None
 
     def remaining(self, started: int) -> int | None:

@@ -70,3 +70,140 @@ def test_a_run_executes_on_the_worker_and_no_label_reaches_it(cluster, tiny_temp
         assert received[f"run/{split}.csv"]["header"] == ["row_id", "user_id", "item_id"]
     assert not labelled & {f["sha256"] for f in received.values()}         # no labelled file, whole
     assert not list(cluster.nodes[1].slots.iterdir())                     # nothing of the run stays on the node
+
+
+def knob_loop(root: Path, executor: str) -> list[tuple]:
+    """Three heuristic-brain experiments at the micro tier (Optuna draws seeded by the history,
+    paired seeds 0 and 1): each experiment's knob values, decision and effects."""
+    from agentx.brains import make_brains
+    from agentx.graph import LoopContext, run_loop
+    from agentx.state import Budget
+    from agents.evaluator import EvalSettings
+
+    with Workspace.open(root, executor=executor, warm_kernels=True, lock=True, committed_only=True) as ws:
+        brains = make_brains(ws.kb)
+        ctx = LoopContext(ws, brains.brainstorm, brains.developer, EvalSettings(tier="micro", seeds=2, max_seeds=2),
+                          evolve_every=0)
+        result = run_loop(ctx, Budget.build(experiments=3))
+        assert len(result.finished) == 3, result
+        rows = []
+        for experiment in ws.kb.experiments():
+            (verdict,) = ws.kb.verdicts(experiment["id"])
+            rows.append((experiment["title"], verdict["decision"], verdict["delta"], verdict["ci_low"],
+                         verdict["ci_high"], verdict["valid_delta"]))
+        executors = {e["payload"]["executor"] for e in ws.kb.events("run_finished")}
+        assert executors == {executor.split(":")[0]}, executors
+    return rows
+
+
+def test_the_loop_on_ray_makes_the_decisions_the_local_executor_makes(cluster, tmp_path):
+    """The same repo, brain and seeds: the same experiments and verdicts, to the last digit."""
+    from click_repo import adopted_click_repo
+
+    local = knob_loop(adopted_click_repo(tmp_path / "a"), "local")
+    on_ray = knob_loop(adopted_click_repo(tmp_path / "b"), f"ray:{cluster.address}")
+    print("decisions:", local)
+    assert on_ray == local
+    assert len({row[0] for row in local}) == 3 and any(row[2] for row in local)   # three changes, real effects
+
+
+SLOW_TRAIN = TINY_TRAIN.replace("def main(run_dir):", "def main(run_dir):\n    import time\n    time.sleep(8)")
+
+
+def run_in_thread(fn) -> tuple[threading.Thread, dict]:
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - the test inspects what the thread raised
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, box
+
+
+def node_with_the_run(cluster: Cluster, timeout_s: float = 60):
+    """The worker whose slot folder holds a run's unpacked inputs, once it does."""
+    def holder():
+        return next((n for n in cluster.nodes[1:] if n.proc.poll() is None and any(n.slots.glob("*/run/run.json"))),
+                    None)
+    return wait_for(holder, timeout_s, "a worker received the run", every=0.05)
+
+
+def assert_no_labels_on(node) -> None:
+    """What the worker holds on its own disk mid-run: label-free valid and test rows."""
+    (slot,) = [p for p in node.slots.iterdir() if (p / "run" / "run.json").is_file()]
+    for split in ("valid", "test"):
+        header = (slot / "run" / f"{split}.csv").read_text().splitlines()[0].split(",")
+        assert header == ["row_id", "user_id", "item_id"], header
+    assert "label" in (slot / "run" / "train.csv").read_text().splitlines()[0]
+
+
+def test_a_worker_killed_mid_run_retries_the_run_on_another_worker(cluster, tiny_template, tmp_path):
+    cluster.add_worker("w2")
+    cluster.wait_alive("w1", "w2")
+    (tiny_template / "train.py").write_text(SLOW_TRAIN)
+    WorkspaceRepo.init_from_template(tmp_path / "ws", tiny_template)
+    with open_ws(tmp_path / "ws", cluster, warm_kernels=False) as ws:
+        assert ws.harness.executor.lanes == 2
+        checkout, commit = ws.base_checkout()
+        ws.harness.splits
+        thread, box = run_in_thread(lambda: ws.harness.run(checkout, commit, tier="micro", seed=0, arm="baseline"))
+        node = node_with_the_run(cluster)
+        assert_no_labels_on(node)
+        killed_id = cluster.node_id(node.name)
+        time.sleep(1.0)                          # the entrypoint is sleeping in its kernel now
+        node.kill()
+        killed = time.monotonic()
+        thread.join(timeout=120)
+        assert not thread.is_alive(), "the run hung after its node was killed"
+        retried_in = time.monotonic() - killed
+    outcome = box["value"]
+    assert outcome.ok, outcome.failure_detail
+    assert retried_in < 45                       # detection (~2 s here) + a new kernel + the 8 s run
+    (finished,) = [e["payload"] for e in ws.kb.events("run_finished")]
+    assert finished["attempts"] == 2 and not finished["node"].endswith(killed_id[:8])
+    run_dir = Path(ws.kb.get_run(outcome.run_id)["run_dir"])
+    assert (run_dir / "predictions" / "test.csv").is_file()      # it came back, though a node is gone
+
+
+def test_a_worker_killed_with_no_other_to_take_the_run_loses_it_and_the_verdict_waits(cluster, tiny_template,
+                                                                                      tmp_path, monkeypatch):
+    from agents.evaluator import EvalSettings, evaluate
+    from tools.harness import RunLost
+
+    for node in cluster.nodes[1:]:               # the last worker standing is a fresh one
+        node.kill()
+    cluster.add_worker("w3")
+    wait_for(lambda: [n["Resources"].get("CPU") for n in __import__("ray").nodes() if n["Alive"]
+                      and n["Resources"].get("CPU")] == [1.0], 60, "only w3 has CPUs")
+    monkeypatch.setenv("AGENTX_RAY_PLACEMENT_S", "5")
+    WorkspaceRepo.init_from_template(tmp_path / "ws", tiny_template)
+    with open_ws(tmp_path / "ws", cluster, warm_kernels=False) as ws:
+        assert ws.harness.executor.lanes == 1
+        base = ws.repo.head()
+        exp_id = ws.kb.add_experiment(title="slow", slug="slow", params={}, source="cli", status="developed",
+                                      base_commit=base)
+        worktree = ws.repo.create_experiment(exp_id, "slow", base=base)
+        (worktree.path / "train.py").write_text(SLOW_TRAIN)
+        ws.kb.update_experiment(exp_id, head_commit=ws.repo.commit(worktree, "slow", exp_id))
+        experiment = ws.kb.get_experiment(exp_id)
+        settings = EvalSettings(tier="micro", seeds=1, max_seeds=1)
+        thread, box = run_in_thread(lambda: evaluate(ws, experiment, worktree.path, settings))
+        wait_for(lambda: ws.kb.runs(exp_id, arm="treatment"), 120, "the control ran; the treatment started")
+        node = node_with_the_run(cluster)
+        time.sleep(1.0)
+        node.kill()
+        killed = time.monotonic()
+        thread.join(timeout=120)
+        assert not thread.is_alive(), "the run hung after its node was killed"
+        lost_in = time.monotonic() - killed
+    assert isinstance(box.get("error"), RunLost), box
+    assert lost_in < 30                          # detection (~2 s here) + the 5 s wait for another node
+    (control,) = ws.kb.runs(exp_id, arm="control")
+    (treatment,) = ws.kb.runs(exp_id, arm="treatment")
+    assert control["status"] == "ok" and treatment["status"] == "lost" and treatment["failure_kind"] == "lost"
+    assert "took the run within 5 s" in treatment["failure_detail"]
+    assert not ws.kb.verdicts(exp_id)            # no veto: the code was not judged on a lost run

@@ -166,18 +166,25 @@ class Harness:
         self._executor_spec, self._warm = executor or "local", warm_kernels
         self.executor: Executor = self._open_executor()
 
+    def kernel_config(self) -> KernelConfig:
+        """How this harness's kernels are made, wherever they run (a remote node uses its own python)."""
+        spec = self.manifest.sandbox
+        return KernelConfig(python=self.python if self._executor_spec == "local" else None, env=self.extra_env,
+                            memory_limit_mb=self._memory_limit_mb, preload=tuple(self.manifest.train.preload),
+                            warm=self._warm, sandboxed=self._sandboxed, network=spec.network,
+                            run_mb=spec.run_dir_mb, tmp_mb=spec.tmp_mb)
+
+    @property
+    def hidden(self) -> dict[str, Path]:
+        """Folders a local kernel must not see."""
+        return {"the workspace": self.workspace, "the cache": self.cache}
+
     def _open_executor(self) -> Executor:
         """Where kernels run (warm kernels start now: start-up and imports happen before a run needs them)."""
-        local = self._executor_spec == "local"
-        if self._sandboxed and self._warm and local:
+        if self._sandboxed and self._warm and self._executor_spec == "local":
             probe()                                # no sandbox: say so now, not in a pool thread
-        spec = self.manifest.sandbox
-        config = KernelConfig(python=self.python if local else None, env=self.extra_env,
-                              memory_limit_mb=self._memory_limit_mb, preload=tuple(self.manifest.train.preload),
-                              warm=self._warm, sandboxed=self._sandboxed, network=spec.network,
-                              run_mb=spec.run_dir_mb, tmp_mb=spec.tmp_mb)
-        return open_executor(self._executor_spec, config, slots=self.slots,
-                             hidden={"the workspace": self.workspace, "the cache": self.cache}, progress=self.progress)
+        return open_executor(self._executor_spec, self.kernel_config(), slots=self.slots, hidden=self.hidden,
+                             progress=self.progress)
 
     def _reopen(self) -> None:
         self.executor.close()
@@ -227,7 +234,7 @@ class Harness:
         """The sandbox of a local kernel working in `slot` (None when unsandboxed)."""
         config = KernelConfig(sandboxed=self.sandboxed, network=self.manifest.sandbox.network,
                               run_mb=self.manifest.sandbox.run_dir_mb, tmp_mb=self.manifest.sandbox.tmp_mb)
-        return confinement_for(config, slot, self.python, {"the workspace": self.workspace, "the cache": self.cache})
+        return confinement_for(config, slot, self.python, self.hidden)
 
     def close(self) -> None:
         self.executor.close()
