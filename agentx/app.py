@@ -304,11 +304,6 @@ class Worker:
         return thread
 
 
-def submit(workspace_kb, kind: str, payload: dict, *, source: str) -> int:
-    """Queue a request for the workspace's worker; returns its id."""
-    return RequestQueue(workspace_kb).submit(kind, payload, source=source)
-
-
 def wait_for(queue: RequestQueue, request_id: int, timeout_s: float) -> Request | None:
     """The request once it has ended, or None if it is still open after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
@@ -350,3 +345,46 @@ def experiment_rows(kb, *, decision: str | None = None, recipe: str | None = Non
         params.append(since)
     sql = EXPERIMENT_SQL + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY e.created_at, e.id"
     return kb.query(sql, params)
+
+
+def experiment_report(kb, experiment_id: str) -> dict:
+    """Everything known about one experiment: verdict, seeds, guardrails, rollout, lessons, branch, PR."""
+    experiment = kb.get_experiment(experiment_id)
+    if experiment is None:
+        known = ", ".join(e["id"] for e in kb.experiments()[-5:]) or "none yet"
+        raise UserError(f"no experiment {experiment_id!r} in this workspace (latest: {known}); "
+                        "`agentx experiments` lists them")
+    verdicts = kb.verdicts(experiment_id)
+    verdict = verdicts[-1] if verdicts else None
+    pr = kb.pull_request_for(experiment_id)
+    runs = kb.runs(experiment_id)
+    return {
+        "experiment": experiment,
+        "decision": verdict["decision"] if verdict else None,
+        "offline_decision": verdict.get("offline_decision") if verdict else None,
+        "metric": verdict["metric"] if verdict else None,
+        "tier": verdict["tier"] if verdict else None,
+        "control": verdict["control"] if verdict else None,
+        "treatment": verdict["treatment"] if verdict else None,
+        "delta": verdict["delta"] if verdict else None,
+        "ci_low": verdict["ci_low"] if verdict else None,
+        "ci_high": verdict["ci_high"] if verdict else None,
+        "valid_delta": verdict["valid_delta"] if verdict else None,
+        "n_seeds": verdict["n_seeds"] if verdict else None,
+        "rationale": verdict["rationale"] if verdict else None,
+        "sandbox": verdict.get("sandbox") if verdict else None,
+        "per_seed": (verdict or {}).get("per_seed") or [],
+        "guardrails": (verdict or {}).get("guardrails") or [],
+        "rollout": kb.rollout_stages(experiment_id),
+        "lessons": kb.lessons(experiment_id),
+        "branch": experiment.get("branch"),
+        "base_commit": experiment.get("base_commit"),
+        "head_commit": experiment.get("head_commit"),
+        "pull_request": ({k: pr[k] for k in ("id", "state", "title", "branch", "merge_commit", "review_reason")}
+                         if pr else None),
+        "pr_state": pr["state"] if pr else None,
+        "runs": [{k: r[k] for k in ("id", "arm", "tier", "seed", "status", "failure_kind", "commit_sha",
+                                    "wall_s", "sandbox", "network")} for r in runs],
+        "verdict_history": [{k: v[k] for k in ("id", "decision", "delta", "ci_low", "ci_high", "n_seeds")}
+                            for v in verdicts],
+    }

@@ -1,6 +1,6 @@
 """`agentx show EXP` and `agentx lessons`: one experiment's whole evidence, and what was learned.
 
-Both read the workspace's knowledge base only (no kernels, no data): `experiment_report`
+Both read the workspace's knowledge base only (no kernels, no data): `agentx.app.experiment_report`
 gathers every field into one dict, which `--json` prints as is and the table view renders.
 """
 
@@ -13,53 +13,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from agentx.app import experiment_report
 from agentx.cli_common import WorkspaceOpt, console, fail
 from agentx.errors import UserError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON (every field) instead of tables")]
-
-
-def experiment_report(kb, experiment_id: str) -> dict:
-    """Everything known about one experiment: verdict, seeds, guardrails, rollout, lessons, branch, PR."""
-    experiment = kb.get_experiment(experiment_id)
-    if experiment is None:
-        known = ", ".join(e["id"] for e in kb.experiments()[-5:]) or "none yet"
-        raise UserError(f"no experiment {experiment_id!r} in this workspace (latest: {known}); "
-                        "`agentx experiments` lists them")
-    verdicts = kb.verdicts(experiment_id)
-    verdict = verdicts[-1] if verdicts else None
-    pr = kb.pull_request_for(experiment_id)
-    runs = kb.runs(experiment_id)
-    return {
-        "experiment": experiment,
-        "decision": verdict["decision"] if verdict else None,
-        "offline_decision": verdict.get("offline_decision") if verdict else None,
-        "metric": verdict["metric"] if verdict else None,
-        "tier": verdict["tier"] if verdict else None,
-        "control": verdict["control"] if verdict else None,
-        "treatment": verdict["treatment"] if verdict else None,
-        "delta": verdict["delta"] if verdict else None,
-        "ci_low": verdict["ci_low"] if verdict else None,
-        "ci_high": verdict["ci_high"] if verdict else None,
-        "valid_delta": verdict["valid_delta"] if verdict else None,
-        "n_seeds": verdict["n_seeds"] if verdict else None,
-        "rationale": verdict["rationale"] if verdict else None,
-        "sandbox": verdict.get("sandbox") if verdict else None,
-        "per_seed": (verdict or {}).get("per_seed") or [],
-        "guardrails": (verdict or {}).get("guardrails") or [],
-        "rollout": kb.rollout_stages(experiment_id),
-        "lessons": kb.lessons(experiment_id),
-        "branch": experiment.get("branch"),
-        "base_commit": experiment.get("base_commit"),
-        "head_commit": experiment.get("head_commit"),
-        "pull_request": ({k: pr[k] for k in ("id", "state", "title", "branch", "merge_commit", "review_reason")}
-                         if pr else None),
-        "pr_state": pr["state"] if pr else None,
-        "runs": [{k: r[k] for k in ("id", "arm", "tier", "seed", "status", "failure_kind", "commit_sha",
-                                    "wall_s", "sandbox", "network")} for r in runs],
-        "verdict_history": [{k: v[k] for k in ("id", "decision", "delta", "ci_low", "ci_high", "n_seeds")}
-                            for v in verdicts],
-    }
 
 
 def _f(value, spec: str = "+.4f") -> str:

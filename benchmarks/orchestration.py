@@ -20,11 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agentx.brains import make_brains  # noqa: E402
+from agentx.app import RunOptions, run_in  # noqa: E402
 from agentx.context import Workspace  # noqa: E402
-from agentx.graph import LoopContext, run_loop  # noqa: E402
-from agentx.state import Budget  # noqa: E402
-from agents.evaluator import EvalSettings  # noqa: E402
 from tools.git_repo import WorkspaceRepo  # noqa: E402
 
 
@@ -86,10 +83,8 @@ def main() -> None:
         WorkspaceRepo.init_from_template(root, "movielens-ctr")
         ws = Workspace.open(root)
         ws.harness.splits  # data preparation is a one-off per workspace, not per experiment
-        brains = make_brains(ws.kb)
-        ctx = LoopContext(ws, brains.brainstorm, brains.developer,
-                          EvalSettings(seeds=args.seeds, max_seeds=args.seeds), parallel=1)
-        run_loop(ctx, Budget(max_experiments=args.experiments))
+        run_in(ws, RunOptions(experiments=args.experiments, seeds=args.seeds, max_seeds=args.seeds, parallel=1),
+               lambda _: None)
 
         rows = ws.kb.query("""
             SELECT e.id, e.title, epoch(r.ts) - epoch(e.created_at) AS wall_s,

@@ -33,7 +33,7 @@ def test_default_harness_renders_every_prompt_exactly_as_the_shipped_template():
                                      "title", "hypothesis", "recipe", "params", "entrypoint", "files", "contract",
                                      "kind", "failure", "task", "stage", "keep", "notes", "constraints",
                                      "candidates", "crosses", "selected", "checks", "trajectories", "playbook",
-                                     "sections", "text", "editable", "protected", "message", "history")}
+                                     "sections", "text", "editable", "protected", "message", "history", "question", "lessons")}
     for name in prompt_names():
         expected = render_prompt(name, **values)          # a KeyError here: add the new placeholder above
         assert default_harness().render(name, **values) == expected, name

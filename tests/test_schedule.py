@@ -92,3 +92,37 @@ def test_bad_schedules_are_one_line_errors(tmp_path, tiny_template):
     assert until.exit_code == 2 and "HH:MM" in until.output
     gone = CliRunner().invoke(cli, ["schedule", "remove", "s-nope", "--workspace", str(repo)])
     assert gone.exit_code == 2 and "no schedule 's-nope'" in gone.output
+
+
+@pytest.mark.slow
+def test_a_server_killed_mid_run_resumes_the_request_when_it_starts_again(tmp_path):
+    import os
+    import signal
+
+    repo = adopted_planted_repo(tmp_path)
+    kb = KnowledgeBase.for_workspace(repo)
+    request_id = RequestQueue(kb).submit("run", RunOptions(experiments=3, tier="micro", parallel=1,
+                                                           evolve_every=0).model_dump(), source="web")
+    port, log = free_port(), tmp_path / "serve.log"
+    server = start_server(repo, port, tmp_path, log)
+    try:
+        deadline = time.monotonic() + 180
+        while not kb.events("experiment_recorded"):
+            assert time.monotonic() < deadline and server.poll() is None, log.read_text()
+            time.sleep(0.5)
+        os.killpg(server.pid, signal.SIGKILL)                 # no clean shutdown: the request is left running
+        server.wait(timeout=30)
+        assert RequestQueue(kb).get(request_id).status == "running"
+        recorded = [e["experiment_id"] for e in kb.events("experiment_recorded")]
+        server = start_server(repo, port, tmp_path, log)
+        deadline = time.monotonic() + 300
+        while RequestQueue(kb).get(request_id).open:
+            assert time.monotonic() < deadline and server.poll() is None, log.read_text()
+            time.sleep(0.5)
+    finally:
+        stop_server(server)
+    done = RequestQueue(kb).get(request_id)
+    assert done.status == "done" and done.result["resumed"], done
+    assert "queued again to resume" in log.read_text() and kb.events("request_requeued")
+    finished = [e["experiment_id"] for e in kb.events("experiment_recorded")]
+    assert finished[:len(recorded)] == recorded and len(set(finished)) == len(finished) == 3, finished

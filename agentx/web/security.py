@@ -19,7 +19,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
@@ -45,7 +45,6 @@ class Guard:
 
     host: str
     token: str | None = None
-    csrf_name: str = field(default=CSRF_COOKIE)
 
     @classmethod
     def for_host(cls, host: str, token: str | None) -> Guard:

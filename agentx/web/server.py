@@ -253,7 +253,7 @@ def serve(workspace: Path, *, host: str, port: int, token: str | None, brain: st
     sched = schedule.start(web.state.root, say=say)
     where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
     say(f"agentx serve: {where}" + (f"login?token={guard.token}" if guard.needs_token else "")
-        + f" (worker and scheduler running; Ctrl-C stops)")
+        + " (worker and scheduler running; Ctrl-C stops)")
     try:
         uvicorn.run(web, host=host, port=port, log_level="warning")
     finally:

@@ -83,7 +83,7 @@ def message_json(m) -> dict[str, Any]:
 
 
 def experiment_detail(root: Path, kb, experiment_id: str, manifest) -> dict[str, Any]:
-    from agentx.cli_show import experiment_report
+    from agentx.app import experiment_report
 
     report = experiment_report(kb, experiment_id)
     e = report["experiment"]
@@ -147,14 +147,3 @@ def pr_detail(root: Path, kb, number: int, manifest) -> dict[str, Any]:
         raise UserError(f"no pull request #{number}; /prs lists them")
     detail = experiment_detail(root, kb, pr["experiment_id"], manifest)
     return {"pr": pr, **detail}
-
-
-def diff_lines(diff: str) -> list[tuple[str, str]]:
-    """(css class, line) for a unified diff."""
-    out = []
-    for line in diff.splitlines():
-        cls = ("add" if line.startswith("+") and not line.startswith("+++") else
-               "del" if line.startswith("-") and not line.startswith("---") else
-               "hunk" if line.startswith("@@") else "meta" if line.startswith(("diff ", "index ", "+++", "---")) else "")
-        out.append((cls, line))
-    return out
