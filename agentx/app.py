@@ -96,9 +96,8 @@ def loop_context(ws, options: RunOptions, say: Say, *, brainstorm=None, request_
     brains = make_brains(ws.kb, options.brain, dollar_cap=options.llm_dollars)
     if options.proposal is not None and brainstorm is None:
         brainstorm = GivenProposal(Proposal(**options.proposal), brains.brainstorm.name)
-    gpu = {} if options.gpu_minutes is None else {"gpu_minutes": options.gpu_minutes}
     budget = Budget.build(experiments=options.experiments, until=options.until, minutes=options.budget_minutes,
-                          llm_dollars=options.llm_dollars, **gpu)
+                          llm_dollars=options.llm_dollars, gpu_minutes=options.gpu_minutes)
     harness = active_version(ws.kb)
     seeds = options.seeds or harness.spec.seeds.initial
     settings = EvalSettings(tier=options.tier, seeds=seeds, max_seeds=max(seeds, options.max_seeds or harness.spec.seeds.max))
