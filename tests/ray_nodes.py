@@ -24,6 +24,27 @@ FAST_HEALTH = {"health_check_period_ms": 500, "health_check_failure_threshold": 
                "health_check_timeout_ms": 500}
 
 
+# No usage reports, and no token authentication whatever ~/.ray holds (Ray 2.60 turns it on for a
+# head that finds a token there, and a worker started next to it does not): the same for every
+# node and for the test process, which sets these too (`hermetic`).
+HERMETIC = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+
+
+def hermetic() -> dict[str, str | None]:
+    """Set HERMETIC in this process's environment; returns what to restore."""
+    before = {k: os.environ.get(k) for k in HERMETIC}
+    os.environ.update(HERMETIC)
+    return before
+
+
+def restore(before: dict[str, str | None]) -> None:
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -55,8 +76,10 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, health: dict | None = None):
+        """`health`: the head's health-check settings (default FAST_HEALTH; {} for Ray's own)."""
         self.root = root
+        self.health = FAST_HEALTH if health is None else health
         # Ray's sockets live under its temp dir: keep the path short (unix sockets: 107 bytes)
         self.temp = Path(tempfile.mkdtemp(prefix="axray-", dir="/tmp"))
         self.port = free_port()
@@ -73,7 +96,7 @@ class Cluster:
         slots.mkdir(parents=True, exist_ok=True)
         log = self.root / f"{name}.log"
         low = free_port()
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "AGENTX_NODE_SLOTS": str(slots)}
+        env = {**os.environ, **HERMETIC, "AGENTX_NODE_SLOTS": str(slots)}
         proc = subprocess.Popen([RAY, "start", "--block", "--disable-usage-stats", "--node-ip-address", "127.0.0.1",
                                  "--min-worker-port", str(low), "--max-worker-port", str(low + 200), *args],
                                 stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -88,7 +111,7 @@ class Cluster:
         self.head = self._start("head", ["--head", "--port", str(self.port), "--num-cpus", "0",
                                          "--ray-client-server-port", str(self.client_port),
                                          "--include-dashboard=false", "--temp-dir", str(self.temp),
-                                         "--system-config", json.dumps(FAST_HEALTH)])
+                                         *(["--system-config", json.dumps(self.health)] if self.health else [])])
         return self.head
 
     def add_worker(self, name: str, cpus: int = 1) -> Node:

@@ -16,7 +16,7 @@ import pytest
 
 from agentx.context import Workspace
 from conftest import TINY_TRAIN
-from ray_nodes import Cluster, wait_for
+from ray_nodes import Cluster, hermetic, restore, wait_for
 from tools.executors import ExecutorSpec
 from tools.executors.ray_cluster import RECEIVED, connect, disconnect
 from tools.git_repo import WorkspaceRepo
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.timeout(600)
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     nodes = Cluster(tmp_path_factory.mktemp("ray"))
-    spec = ExecutorSpec("ray", None)
+    before = hermetic()
     try:
         nodes.start_head()
         nodes.add_worker("w1")
@@ -38,6 +38,7 @@ def cluster(tmp_path_factory):
     finally:
         disconnect()
         nodes.stop()
+        restore(before)
 
 
 def sha256(path: Path) -> str:
@@ -161,6 +162,7 @@ def test_a_worker_killed_mid_run_retries_the_run_on_another_worker(cluster, tiny
         assert not thread.is_alive(), "the run hung after its node was killed"
         retried_in = time.monotonic() - killed
     outcome = box["value"]
+    print(f"retried and finished {retried_in:.1f} s after the kill")
     assert outcome.ok, outcome.failure_detail
     assert retried_in < 45                       # detection (~2 s here) + a new kernel + the 8 s run
     (finished,) = [e["payload"] for e in ws.kb.events("run_finished")]
@@ -200,6 +202,7 @@ def test_a_worker_killed_with_no_other_to_take_the_run_loses_it_and_the_verdict_
         thread.join(timeout=120)
         assert not thread.is_alive(), "the run hung after its node was killed"
         lost_in = time.monotonic() - killed
+    print(f"lost {lost_in:.1f} s after the kill")
     assert isinstance(box.get("error"), RunLost), box
     assert lost_in < 30                          # detection (~2 s here) + the 5 s wait for another node
     (control,) = ws.kb.runs(exp_id, arm="control")

@@ -23,10 +23,11 @@ scoring. What comes back: the run directory (predictions, kernel log, audit log,
 else the entrypoint wrote), the kernel's output and the report; the harness then judges
 it here as it judges a local run.
 
-Not protected by the seam: a Ray cluster's own security (anyone who can submit work to
-the cluster can read what is sent to it, i.e. code and label-free rows; Ray has no
-authentication of its own); a worker node's operator, who sees the same; a run's
-predictions and logs in transit.
+Not protected by the seam: a Ray cluster's own access control (Ray's token authentication,
+`RAY_AUTH_MODE=token`, is the cluster's to turn on; without it anyone who can reach the
+cluster can submit work and read what is sent to it: code and label-free rows); a worker
+node's operator, who sees the same; a run's predictions and logs in transit (Ray's
+object transfers are not encrypted unless the cluster enables TLS).
 """
 
 from __future__ import annotations

@@ -13,10 +13,11 @@ Lanes. The executor counts them when it opens: one per GPU when the cluster has 
 (spread over the nodes), with warm kernels of its own; a run takes a free lane and sends
 its inputs as bytes through the object store.
 
-Lost nodes. A runner whose node dies mid-run fails the call within Ray's node-death
-detection (its health checks: about 15-30 s with Ray's defaults; the tests set them to
-about 2 s); the lane's runner is then made again, wherever the cluster has room, and the run is
-retried there (`AGENTX_RAY_RETRIES`, default 1 retry). A run that no node takes within
+Lost nodes. A runner whose node dies mid-run fails its call (`RayActorError`) as soon as
+Ray notices: 3.0 s after the node's processes were killed, with Ray's default health
+checks, on this project's machine. The run is then retried on another lane whose runner is
+placed on a live node, when one is free, else on this lane's runner made again wherever
+the cluster has room (`AGENTX_RAY_RETRIES`, default 1 retry). A run that no node takes within
 `AGENTX_RAY_PLACEMENT_S` (default 300 s), or whose retries are spent, comes back `lost`
 (RunResult.lost), never as a failure of the code, and never hangs: every wait is bounded
 (the tier's timeout plus fixed margins for start-up and transfers). A run that finished is
