@@ -22,7 +22,7 @@ from ray_nodes import free_port
 from tools.executors import ExecutorSpec, KernelConfig, default_parallel, open_executor, parse_executor
 from tools.executors.devices import free_gpus, parse_busy, parse_gpus
 from tools.executors.local import LocalExecutor
-from tools.executors.transfer import LabelsWouldLeave, pack_inputs, received_files, unpack_inputs
+from tools.executors.transfer import LabelsWouldLeave, pack_code, pack_rows, received_files, unpack_inputs
 from tools.git_repo import WorkspaceRepo
 from tools.harness import Harness
 
@@ -148,12 +148,12 @@ def test_labels_never_pack_and_what_is_sent_is_recorded(tmp_path):
     (code / ".git" / "config").write_text("secret")
     (code / "train.py").write_text("def main(run_dir): pass\n")
     with pytest.raises(LabelsWouldLeave, match="test.csv has the label column 'label'"):
-        pack_inputs(code, rows, {"seed": 0}, "label")
+        pack_rows(rows, "label")
     (rows / "test.csv").write_text("row_id,x\n3,0.2\n")
     slot = tmp_path / "slot"
     (slot / "work").mkdir(parents=True)
     (slot / "run").mkdir()
-    got = unpack_inputs(pack_inputs(code, rows, {"seed": 0}, "label"), slot)
+    got = unpack_inputs(pack_code(code), pack_rows(rows, "label"), {"seed": 0}, slot)
     assert [f.path for f in got] == ["run/run.json", "run/test.csv", "run/train.csv", "run/valid.csv", "work/train.py"]
     assert {f.path: f.header for f in got}["run/test.csv"] == ("row_id", "x") and (slot / "run/predictions").is_dir()
     assert received_files(slot) == got

@@ -73,6 +73,30 @@ def test_a_run_executes_on_the_worker_and_no_label_reaches_it(cluster, tiny_temp
     assert not list(cluster.nodes[1].slots.iterdir())                     # nothing of the run stays on the node
 
 
+def test_a_cluster_reached_through_its_ray_client_server(cluster, tiny_template, tmp_path):
+    """`ray://HOST:PORT` from a process that is not a node (a Ray Client driver: another
+    process, since this one is connected to the cluster directly)."""
+    WorkspaceRepo.init_from_template(tmp_path / "ws", tiny_template)
+    script = f"""
+import sys
+sys.path[:0] = {[str(Path(__file__).resolve().parent.parent)]!r}
+from agentx.context import Workspace
+with Workspace.open({str(tmp_path / 'ws')!r}, executor="ray://127.0.0.1:{cluster.client_port}") as ws:
+    checkout, commit = ws.base_checkout()
+    outcome = ws.harness.run(checkout, commit, tier="micro", seed=0, arm="baseline")
+    (finished,) = [e["payload"] for e in ws.kb.events("run_finished")]
+    print("OUTCOME", outcome.status, finished["executor"], finished["node"], outcome.metric("test", "auc"))
+"""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("OUTCOME")]
+    _, status, executor, node, auc = line.split()
+    assert (status, executor) == ("ok", "ray") and node.endswith(cluster.node_id("w1")[:8]) and float(auc) > 0.5
+
+
 def knob_loop(root: Path, executor: str) -> list[tuple]:
     """Three heuristic-brain experiments at the micro tier (Optuna draws seeded by the history,
     paired seeds 0 and 1): each experiment's knob values, decision and effects."""

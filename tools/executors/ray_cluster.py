@@ -26,12 +26,14 @@ unpacked here as soon as its bytes arrive; a node lost after that changes nothin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import socket
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,10 +42,11 @@ from agentx.errors import UserError
 from tools.executors import ExecutorSpec, KernelConfig, KernelJob, RunResult, RunSpec
 from tools.executors.node import REPORT_TIMEOUT_S
 from tools.executors.ray_node import NodeRunner, code_hash
-from tools.executors.transfer import pack_inputs, unpack_run
+from tools.executors.transfer import pack_code, pack_rows, unpack_run
 
 INSTALL = "pip install 'agentx[ray]'"
 RECEIVED = "node-received.json"   # in the run directory: every file the node was sent (path, size, sha256, header)
+SENT_KEPT = 16              # code and row tars kept in the object store for reuse
 MARGIN_S = 600              # on top of a tier's timeout: kernel start, the harness cells, transfers
 
 
@@ -214,6 +217,8 @@ class RayExecutor:
             self.cluster = cluster_lanes(self.settings.cpus_per_run)
             self._runner = self.ray.remote(NodeRunner)
             self._hash = code_hash()
+            self._refs: OrderedDict[str, Any] = OrderedDict()      # what was put, by content
+            self._refs_lock = threading.Lock()
             self._lanes = [_Lane(i) for i in range(self.cluster.lanes)]
             self._free = _FreeLanes()
             for lane in self._lanes:
@@ -284,7 +289,7 @@ class RayExecutor:
     def execute(self, spec: RunSpec) -> RunResult:
         ray = self.ray
         t0 = time.perf_counter()
-        inputs = ray.put(pack_inputs(spec.code, spec.rows, spec.config, spec.label_column))
+        code, rows = self._sent(pack_code(spec.code)), self._sent_rows(spec)
         sent_s = time.perf_counter() - t0
         lane = self._free.take()
         reasons: list[str] = []
@@ -304,7 +309,8 @@ class RayExecutor:
                               + (f", GPU {','.join(lane.info['gpus'])}" if lane.info["gpus"] else ""))
                 try:
                     started = time.perf_counter()
-                    meta, outputs = ray.get(lane.actor.run.remote(spec.job, inputs), timeout=self.backstop(spec.job))
+                    call = lane.actor.run.remote(spec.job, code, rows, spec.config)
+                    meta, outputs = ray.get(call, timeout=self.backstop(spec.job))
                     remote_s = time.perf_counter() - started
                 except ray.exceptions.RayTaskError as exc:      # the node code itself raised: a bug, not a lost node
                     raise exc.as_instanceof_cause() from None
@@ -326,6 +332,29 @@ class RayExecutor:
     def _swap(self, lane: _Lane) -> _Lane:
         self._free.give_back(lane)
         return self._free.take()
+
+    def _sent(self, data: bytes, key: str | None = None):
+        """An object-store reference to `data`, put once per content (or per `key`): a node
+        that fetched it for an earlier run of this executor has it already."""
+        key = key or hashlib.sha256(data).hexdigest()
+        with self._refs_lock:
+            if key in self._refs:
+                self._refs.move_to_end(key)
+                return self._refs[key]
+        ref = self.ray.put(data)
+        with self._refs_lock:
+            self._refs[key] = ref
+            while len(self._refs) > SENT_KEPT:
+                self._refs.popitem(last=False)
+        return ref
+
+    def _sent_rows(self, spec: RunSpec):
+        """The rows folder is written once per splits version and tier (tools/splits.tier_rows,
+        tools/derived.py) and never changed after: its path names its content."""
+        key = f"rows:{Path(spec.rows).resolve()}"
+        with self._refs_lock:
+            known = self._refs.get(key)
+        return known if known is not None else self._sent(pack_rows(spec.rows, spec.label_column), key)
 
     def backstop(self, job: KernelJob) -> float:
         """The longest a run may take before it counts as lost (the sandbox stops it sooner)."""

@@ -4,8 +4,8 @@ the cluster Ray placed it (a GPU there, or `cpus_per_run` of its CPUs).
 A runner is made by the agentx machine's RayExecutor (tools/executors/ray_cluster.py) and
 lives until that executor closes or its node dies. `hello()` says where it is and whether
 it can run kernels there (the same agentx code as the agentx machine, bubblewrap working,
-unless --unsandboxed) and starts its warm kernels. `run()` takes one run's tar of
-label-free inputs (tools/executors/transfer.py), unpacks it into a fresh slot under the
+unless --unsandboxed) and starts its warm kernels. `run()` takes one run's tars of
+code and label-free rows (tools/executors/transfer.py), unpacks them into a fresh slot under the
 node's own folder (`$AGENTX_NODE_SLOTS`, else `<tmp>/agentx-node-<uid>`), runs the same
 harness cells in the same sandboxed kernel as a local run (tools/executors/node.py), and
 returns the report, the audit hits, the digest of the code's protected files, a record of
@@ -92,7 +92,7 @@ class NodeRunner:
             self.info["problem"] = str(exc)
         return self.info
 
-    def run(self, job: KernelJob, inputs: bytes) -> tuple[dict, bytes]:
+    def run(self, job: KernelJob, code: bytes, rows: bytes, config: dict) -> tuple[dict, bytes]:
         """One run (see the module docstring): (what happened, the run directory's tar)."""
         assert self.kernels is not None, "hello() first"
         box, slot, kernel_start_s = self.kernels.take()
@@ -101,7 +101,7 @@ class NodeRunner:
         outputs = b""
         try:
             with box:
-                meta["received"] = unpack_inputs(inputs, slot.root)
+                meta["received"] = unpack_inputs(code, rows, config, slot.root)
                 meta["unpack_s"] = time.perf_counter() - t0
                 ran = run_kernel(box, slot, job, kernel_start_s)
             t1 = time.perf_counter()

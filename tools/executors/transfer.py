@@ -1,12 +1,15 @@
 """Bytes that travel between the agentx machine and a node: no shared file system.
 
-- `pack_inputs`: a tar of the commit's checkout (as `work/`, without `.git`, `.agentx` or
-  caches: the same filter as local staging) and the run directory's label-free inputs (as
-  `run/`: train.csv, valid.csv, test.csv, run.json, an empty predictions/). It refuses to
-  pack a valid or test file whose header names the label column: labels never leave.
-- `unpack_inputs` (on the node): extracts into a slot with tarfile's `data` filter (no
-  absolute paths, no links out of the slot, no device files) and returns what it received,
-  file by file (`ReceivedFile`: path, size, sha256, a CSV's header), for the record.
+- `pack_code`: a tar of the commit's checkout (as `work/`, without `.git`, `.agentx` or
+  caches: the same filter as local staging); `pack_rows`: the run directory's label-free
+  rows (as `run/`: train.csv, valid.csv, test.csv, an empty predictions/). It refuses to
+  pack a valid or test file whose header names the label column: labels never leave. The
+  two are packed apart so that the Ray executor can send each once and reuse it (the same
+  tier's rows serve every run of a splits version; a commit's code serves all its seeds).
+- `unpack_inputs` (on the node): extracts both into a slot with tarfile's `data` filter
+  (no absolute paths, no links out of the slot, no device files), writes run.json, and
+  returns what it received, file by file (`ReceivedFile`: path, size, sha256, a CSV's
+  header), for the record.
 - `pack_dir` / `unpack_run`: the run directory after the run, back to `spec.dest` (atomic:
   extracted beside it, then renamed into place).
 
@@ -50,25 +53,29 @@ def csv_header(path: Path) -> tuple[str, ...]:
         return tuple(col.strip().strip('"') for col in f.readline().rstrip("\r\n").split(","))
 
 
-def pack_inputs(code: Path, rows: Path, config: dict, label_column: str) -> bytes:
-    """The label-free inputs of one run, as tar bytes (see the module docstring)."""
+def pack_code(code: Path) -> bytes:
+    """The commit's checkout as `work/...` (see the module docstring)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        _add_tree(tar, Path(code), "work")
+    return buffer.getvalue()
+
+
+def pack_rows(rows: Path, label_column: str) -> bytes:
+    """The run directory's label-free rows as `run/...`; LabelsWouldLeave when a valid or
+    test file still has the label column."""
     for split in EVAL_SPLITS:
         if label_column and label_column in csv_header(rows / f"{split}.csv"):
             raise LabelsWouldLeave(f"{rows / (split + '.csv')} has the label column {label_column!r}; "
                                    "it is not sent to another machine")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        _add_tree(tar, Path(code), "work")
         for name in ("run", "run/predictions"):
             folder = tarfile.TarInfo(name)
             folder.type, folder.mode = tarfile.DIRTYPE, 0o755
             tar.addfile(folder)
         for split in SPLITS:
             tar.add(str(rows / f"{split}.csv"), arcname=f"run/{split}.csv", recursive=False)
-        data = json.dumps(config, indent=2).encode()
-        info = tarfile.TarInfo("run/run.json")
-        info.size, info.mode = len(data), 0o644
-        tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
 
 
@@ -90,10 +97,13 @@ def received_files(root: Path) -> tuple[ReceivedFile, ...]:
     return tuple(found)
 
 
-def unpack_inputs(data: bytes, slot_root: Path) -> tuple[ReceivedFile, ...]:
-    """Extract a run's inputs into a slot whose `work/` and `run/` exist (empty); what arrived."""
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
-        tar.extractall(slot_root, filter="data")
+def unpack_inputs(code: bytes, rows: bytes, config: dict, slot_root: Path) -> tuple[ReceivedFile, ...]:
+    """Extract a run's inputs into a slot whose `work/` and `run/` exist (empty), write its
+    run.json; what arrived."""
+    for data in (code, rows):
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+            tar.extractall(slot_root, filter="data")
+    (slot_root / "run" / "run.json").write_text(json.dumps(config, indent=2))
     return received_files(slot_root)
 
 
