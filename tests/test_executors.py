@@ -185,3 +185,28 @@ except UserError as exc:
     assert done.returncode == 0, done.stderr[-3000:]
     (line,) = [line for line in done.stdout.splitlines() if line.startswith("REFUSED:")]
     assert "needs Ray, which is not installed here: pip install 'agentx[ray]'" in line
+
+
+def test_parallel_runs_in_copies_of_one_context_each_drive_their_own_kernel(tmp_path):
+    """LangGraph runs parallel branches in copies of the caller's context; jupyter_client
+    keeps its event loop in a context variable. After the caller drove a kernel itself (a
+    closed workspace's shutdown), two branches at once must not share its loop."""
+    import contextvars
+
+    from tools.sandbox import Sandbox
+
+    with Sandbox(tmp_path) as box:
+        assert box.execute("1", timeout_s=60).ok
+    results = []
+
+    def branch():
+        with Sandbox(tmp_path) as box:
+            results.append(box.execute("import time; time.sleep(1); 2", timeout_s=60).status)
+
+    caller = contextvars.copy_context()
+    threads = [threading.Thread(target=caller.copy().run, args=(branch,)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert results == ["ok", "ok"]

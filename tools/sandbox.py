@@ -54,6 +54,8 @@ All calls block; from async code run them in a thread (`asyncio.to_thread`).
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import json
 import os
 import re
@@ -114,6 +116,30 @@ def free_space(path: Path) -> str:
 
 def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
+
+
+_thread = threading.local()
+
+
+def _own_loop(method):
+    """Run a Sandbox method in this thread's own contextvars context. jupyter_client's
+    blocking calls keep their asyncio loop in a context variable; a thread that inherits a
+    copied context (LangGraph runs parallel branches in copies of the caller's) would
+    otherwise share the caller's loop with its siblings ("This event loop is already
+    running"). One context per thread, so each thread has one loop, made once."""
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        if getattr(_thread, "inside", False):
+            return method(*args, **kwargs)
+        context = getattr(_thread, "context", None)
+        if context is None:
+            context = _thread.context = contextvars.Context()
+        _thread.inside = True
+        try:
+            return context.run(method, *args, **kwargs)
+        finally:
+            _thread.inside = False
+    return wrapper
 
 
 class SandboxStartError(RuntimeError):
@@ -395,6 +421,7 @@ class Sandbox:
             raise RuntimeError("the sandbox has no running kernel")
         return json.loads(self.connection_file.read_text())
 
+    @_own_loop
     def start(self) -> float:
         """Start the kernel (once); returns seconds until it answered a kernel_info request."""
         if self._dead is not None:
@@ -431,6 +458,7 @@ class Sandbox:
         self.kernel_start_s = time.perf_counter() - t0
         return self.kernel_start_s
 
+    @_own_loop
     def execute(self, code: str, timeout_s: float) -> ExecutionResult:
         """Run `code` in the kernel; never raises for what the code does."""
         if self._dead is not None:
@@ -459,6 +487,7 @@ class Sandbox:
         self._drain(col, timeout=0)  # output the kernel sent just before it stopped
         return self._result(status, col, t0, watchdog.peak_mb, detail)
 
+    @_own_loop
     def shutdown(self) -> None:
         """Kill the kernel and its children, reap them, remove the temp dir. Idempotent."""
         if self._kc is not None:
