@@ -143,6 +143,8 @@ def run(workspace: Path, options: RunOptions, *, source: str = "cli", say: Say =
 
     queue = RequestQueue(KnowledgeBase.for_workspace(workspace))
     kind = "ask" if options.request or options.proposal else "run"
+    if options.key is None:       # the same command run again after a kill resumes its unfinished loop
+        options = options.model_copy(update={"key": kind})
     request_id = queue.submit(kind, options.model_dump(), source=source, running=True)
     return _carry_out(queue, request_id, workspace, options, say, wait=wait)
 
