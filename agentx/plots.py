@@ -45,7 +45,7 @@ def _fmt(v: float) -> str:
 
 def _frame(width: int, height: int, title: str, body: list[str], cls: str) -> str:
     return (f'<svg xmlns="http://www.w3.org/2000/svg" class="plot {cls}" viewBox="0 0 {width} {height}" '
-            f'width="{width}" height="{height}" role="img" aria-label="{escape(title)}">'
+            f'width="{width}" height="{height}" font-family="system-ui, sans-serif" role="img" aria-label="{escape(title)}">'
             f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13" font-weight="600">{escape(title)}</text>'
             + "".join(body) + "</svg>")
 
@@ -97,7 +97,8 @@ def lines(series: dict[str, Sequence[tuple[float, float]]], title: str, xlabel: 
     points = [p for pts in series.values() for p in pts]
     if not points:
         return empty(title, "nothing to plot yet")
-    left, right, top, bottom = 60, 110, 28, 46
+    left, top, bottom = 60, 28, 46
+    right = 24 + int(6.5 * max(len(name) for name in series))      # room for the legend's longest name
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x_lo, x_hi = min(xs), max(xs)
     if x_hi == x_lo:

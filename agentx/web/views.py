@@ -96,12 +96,13 @@ def experiment_detail(root: Path, kb, experiment_id: str, manifest) -> dict[str,
                                    "on all seeds)", "treatment - control")]
     runs = kb.query("SELECT id, arm, tier, seed, status, failure_kind, run_dir, wall_s, exec_s FROM runs "
                     "WHERE experiment_id = ? ORDER BY started_at", [experiment_id])
-    curves: dict[str, list[tuple[float, float]]] = {}
-    for r in runs:
-        for name, points in learning_curve(r["run_dir"]).items():
-            curves[f"{r['arm']} s{r['seed']} {r['tier']} {name}"] = points
+    per_run = {f"{r['arm']} s{r['seed']} {r['tier']}": learning_curve(r["run_dir"]) for r in runs}
+    names = {name for curve in per_run.values() for name in curve}
+    curves = {(run if len(names) == 1 else f"{run} {name}"): points
+              for run, curve in per_run.items() for name, points in curve.items()}
     if curves:
-        figures.append(plots.lines(curves, "learning curves (the runs' curve.csv)", "epoch", "value"))
+        figures.append(plots.lines(curves, "learning curves (the runs' curve.csv)", "epoch",
+                                   names.pop() if len(names) == 1 else "value", width=640))
     logs = [{**r, "log": kernel_log(r["run_dir"])} for r in runs]
     return {"r": report, "e": e, "figures": figures, "runs": logs, "diff": branch_diff(root, e),
             "has_curves": bool(curves)}
