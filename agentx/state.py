@@ -91,8 +91,14 @@ def next_local_time(hhmm: str, now: float) -> float:
     return target.timestamp()
 
 
+def _same(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """The budget: set when a run starts and only handed on after; the experiments in flight
+    each hand it back when they end (several in one step with --parallel), all alike."""
+    return new
+
+
 class LoopState(TypedDict, total=False):
-    budget: dict[str, Any]                               # Budget.model_dump()
+    budget: Annotated[dict[str, Any], _same]             # Budget.model_dump()
     request: str | None                                  # a chat request, taken once
     queue: list[str]                                     # experiment ids of this round
     started: int                                         # experiments begun in this run

@@ -210,3 +210,29 @@ def test_parallel_runs_in_copies_of_one_context_each_drive_their_own_kernel(tmp_
     for thread in threads:
         thread.join(timeout=120)
     assert results == ["ok", "ok"]
+
+
+def test_the_loop_runs_two_experiments_at_once_each_on_its_own_gpu_lane(tiny_template, tmp_path):
+    """--parallel 2 through the whole graph (branches, commits, the shared base checkout, the
+    trusted-files ledger, the KB) with two GPU lanes: both experiments judged, their runs
+    overlap in time, and two runs that overlap never hold the same GPU."""
+    from agentx.app import RunOptions, run_in
+    from agentx.context import Workspace
+    from test_knob_search import PRIOR_KNOB, add_knobs
+
+    slow = wrap_main("import time\ntime.sleep(0.5)")
+    template = add_knobs(tiny_template, PRIOR_KNOB)
+    (template / "train.py").write_text((template / "train.py").read_text() + "\n" + slow)
+    WorkspaceRepo.init_from_template(tmp_path / "ws", template)
+    with Workspace.open(tmp_path / "ws", warm_kernels=True, lock=True, committed_only=True) as ws:
+        ws.harness.executor.close()
+        ws.harness.executor = LocalExecutor(ws.harness.kernel_config(), slots=ws.harness.slots,
+                                            hidden=ws.harness.hidden, gpus=["0", "1"])
+        result = run_in(ws, RunOptions(experiments=2, parallel=2, evolve_every=0), lambda _: None)
+        assert sorted(result.finished) == ["E0001", "E0002"]
+        assert all(e["status"] == "evaluated" for e in ws.kb.experiments())
+        runs = ws.kb.query("SELECT experiment_id, device, epoch(started_at) AS a, epoch(finished_at) AS b "
+                           "FROM runs WHERE experiment_id IS NOT NULL")
+    overlapping = [(r, s) for r in runs for s in runs if r is not s and r["a"] < s["b"] and s["a"] < r["b"]]
+    assert any(r["experiment_id"] != s["experiment_id"] for r, s in overlapping)   # both were in flight at once
+    assert all(r["device"] != s["device"] for r, s in overlapping), overlapping

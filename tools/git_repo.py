@@ -17,8 +17,10 @@ what that does and does not cover). What the harness trusts is read from git obj
 """
 from __future__ import annotations
 
+import functools
 import re
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -404,3 +406,29 @@ class WorkspaceRepo:
         exclude.parent.mkdir(parents=True, exist_ok=True)
         text = exclude.read_text() if exclude.exists() else ""
         exclude.write_text(text + ("" if text.endswith("\n") or not text else "\n") + ".agentx/\n")
+
+
+# Experiments in flight at once (--parallel) share one repository: its worktree list, refs and
+# GitPython's long-lived cat-file processes are not safe to drive from two threads at once.
+# Every public method holds the repository's lock (one per checkout root, re-entrant, shared by
+# every WorkspaceRepo of that root in this process); git calls are short next to a run.
+_REPO_LOCKS: dict[Path, threading.RLock] = {}
+_REPO_LOCKS_GUARD = threading.Lock()
+
+
+def _repo_lock(root: Path) -> threading.RLock:
+    with _REPO_LOCKS_GUARD:
+        return _REPO_LOCKS.setdefault(root, threading.RLock())
+
+
+def _serialised(method):
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with _repo_lock(self.root):
+            return method(self, *args, **kwargs)
+    return locked
+
+
+for _name, _member in list(vars(WorkspaceRepo).items()):
+    if callable(_member) and not _name.startswith("_") and not isinstance(_member, (classmethod, staticmethod)):
+        setattr(WorkspaceRepo, _name, _serialised(_member))

@@ -65,6 +65,7 @@ import filecmp
 import os
 import shutil
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -159,6 +160,7 @@ class Harness:
         self.tier_overrides: Callable[[str], dict] = lambda _: {}
         self._splits: Splits | None = None
         self._splits_head: str | None = None
+        self._splits_lock = threading.RLock()
         self._repo = None
         self._popularity_cache: dict[str, float] = {}
         self._reference: tuple[str, dict[str, str]] | None = None   # (main's head, its protected blobs)
@@ -256,11 +258,12 @@ class Harness:
         (tools/trust.py: ProtectedChangedError otherwise)."""
         from tools.trust import verify_protected
 
-        if self._splits is None or self._splits_head != self.repo.head():
-            head = verify_protected(self.repo, self.kb, self.manifest)
-            self.progress("preparing data splits (the protected data module of main, run by the harness)")
-            self._splits, self._splits_head = prepare_splits(self.repo, head, self.manifest, self.cache), head
-        return self._splits
+        with self._splits_lock:           # parallel experiments: one of them prepares, the others wait
+            if self._splits is None or self._splits_head != self.repo.head():
+                head = verify_protected(self.repo, self.kb, self.manifest)
+                self.progress("preparing data splits (the protected data module of main, run by the harness)")
+                self._splits, self._splits_head = prepare_splits(self.repo, head, self.manifest, self.cache), head
+            return self._splits
 
     @property
     def repo(self):
