@@ -242,10 +242,18 @@ def _who(reviewer: str) -> str:
 
 def serve(workspace: Path, *, host: str, port: int, token: str | None, brain: str, say) -> None:
     """Run the web app with the workspace's worker and scheduler until Ctrl-C."""
+    import socket
+
     import uvicorn
 
     from agentx import schedule
 
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): another server may hold the port; "
+                        "pick another with --port") from None   # (strerror alone: "Address already in use")
     web = create_app(workspace, host=host, token=token, brain=brain)
     guard: Guard = web.state.guard
     worker = application.Worker(web.state.root, say=say)
