@@ -253,7 +253,7 @@ def serve(workspace: Path, *, host: str, port: int, token: str | None, brain: st
             pass
     except OSError as exc:
         raise UserError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): another server may hold the port; "
-                        "pick another with --port") from None   # (strerror alone: "Address already in use")
+                        "pick another with --port") from None
     web = create_app(workspace, host=host, token=token, brain=brain)
     guard: Guard = web.state.guard
     worker = application.Worker(web.state.root, say=say)
