@@ -3,16 +3,38 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 from agents.brainstorm import HeuristicBrainstorm, LLMBrainstorm
 from agents.developer import HeuristicDeveloper, LLMDeveloper
 from agentx.llm import LLMClient, parse_provider_spec
+from agentx.state import Proposal
+
+
+class Brainstorm(Protocol):
+    """Ranks what to try next: HeuristicBrainstorm, LLMBrainstorm, agentx.app.GivenProposal."""
+
+    name: str
+
+    def propose(self, ws, k: int, request: str | None = None) -> list[Proposal]: ...
+
+
+class Developer(Protocol):
+    """Turns an experiment into a change on its branch: HeuristicDeveloper, LLMDeveloper."""
+
+    name: str
+    max_repairs: int
+
+    def implement(self, ws, experiment: dict, path: Path) -> str: ...
+
+    def repair(self, ws, experiment: dict, path: Path, kind: str, failure: str) -> str: ...
 
 
 @dataclass
 class Brains:
-    brainstorm: object
-    developer: object
+    brainstorm: Brainstorm
+    developer: Developer
     clients: list = field(default_factory=list)
 
     @property

@@ -32,6 +32,7 @@ from agents.harness_evolution import evolve
 from agents.harness_spec import active_version
 from agents.applicability import no_proposals_reason, survey
 from agents.recipes import slug as recipe_slug
+from agentx.brains import Brainstorm, Developer
 from agentx.errors import UserError
 from agentx.llm import BudgetExceeded, LLMError
 from agentx.paths import state_dir
@@ -43,8 +44,8 @@ from tools.git_repo import sanitize_slug
 @dataclass
 class LoopContext:
     ws: object                                   # agentx.context.Workspace
-    brainstorm: object                           # HeuristicBrainstorm | LLMBrainstorm
-    developer: object                            # HeuristicDeveloper | LLMDeveloper
+    brainstorm: Brainstorm                       # HeuristicBrainstorm | LLMBrainstorm | GivenProposal
+    developer: Developer                         # HeuristicDeveloper | LLMDeveloper
     settings: EvalSettings = field(default_factory=EvalSettings)
     parallel: int = 1
     evolve_every: int = 5                        # experiments between evolution steps; 0: never
