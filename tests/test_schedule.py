@@ -40,7 +40,10 @@ def test_a_schedule_a_minute_ahead_fires_after_a_restart_and_shows_in_app_and_re
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(1)
         (request,) = fired
-        assert request.status == "done" and request.started_at >= target - dt.timedelta(hours=24), request
+        (fired_event,) = kb.events("schedule_fired")
+        target_utc = target.astimezone(dt.UTC).replace(tzinfo=None)
+        assert target_utc <= fired_event["ts"] < target_utc + dt.timedelta(seconds=30), (fired_event, target_utc)
+        assert request.status == "done" and request.created_at >= target_utc, request
         assert request.result["experiments"] == ["E0001"], request.result
         page = httpx.get(f"http://127.0.0.1:{port}/experiments").text
         assert "E0001" in page and "harness" in page
