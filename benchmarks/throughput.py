@@ -84,6 +84,31 @@ def measure(prepared: Path, where: Path, executor: str, parallel: int, args) -> 
             "devices": sorted({r["device"] for r in runs}), "decisions": decisions}
 
 
+def per_run(prepared: Path, tmp: Path, ray_spec: str, runs: int, tier: str) -> dict:
+    """The same run (main's code, seeds 0..runs-1) on both executors, alternating, each with a
+    warm kernel waiting: per-run overhead = harness wall time minus kernel execution."""
+    out: dict[str, list] = {"local": [], "ray": [], "ray_transfer": [], "local_exec": [], "ray_exec": []}
+    shutil.copytree(prepared, tmp / "per-run-local", symlinks=True)
+    shutil.copytree(prepared, tmp / "per-run-ray", symlinks=True)
+    with Workspace.open(tmp / "per-run-local", warm_kernels=True) as local, \
+            Workspace.open(tmp / "per-run-ray", warm_kernels=True, executor=ray_spec) as ray:
+        checkouts = {name: ws.base_checkout() for name, ws in (("local", local), ("ray", ray))}
+        for seed in range(runs + 1):                  # seed 0 warms both up and is not counted
+            for name, ws in (("local", local), ("ray", ray)):
+                ws.harness.executor.warm_up()
+                checkout, commit = checkouts[name]
+                run = ws.harness.run(checkout, commit, tier=tier, seed=seed, arm="baseline")
+                assert run.ok, run.failure_detail
+                if seed:
+                    out[name].append(run.wall_s - run.exec_s)
+                    out[f"{name}_exec"].append(run.exec_s)
+                    if name == "ray":
+                        (event,) = [e["payload"] for e in ws.kb.events("run_finished")
+                                    if e["payload"]["run_id"] == run.run_id]
+                        out["ray_transfer"].append(event["transfer_s"])
+    return out
+
+
 def scaling(local1: dict, ray1: dict, lanes_per_node: int, nodes=(1, 2, 4, 8, 16, 32)) -> list[str]:
     """Experiments per hour on N nodes, from the measured Ray figures at --parallel 1: each
     node serves `lanes_per_node` experiments at a time, each taking what one took here;
@@ -110,6 +135,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2, help="paired seeds per arm")
     parser.add_argument("--parallel", type=int, nargs="+", default=[1, 2], help="parallelisms to measure")
     parser.add_argument("--executors", nargs="+", default=["local", "ray"], help="local and/or ray")
+    parser.add_argument("--runs", type=int, default=9, help="paired single runs for the per-run overhead (0: skip)")
     parser.add_argument("--ray", default="ray", help="the Ray spec: ray (a local instance unless this machine "
                         "is a node of a cluster), ray://HOST:PORT or ray:HOST:PORT")
     args = parser.parse_args()
@@ -119,9 +145,18 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         prepared = prepare(args.template, Path(tmp) / "prepared")
-        for executor in args.executors:
-            spec = args.ray if executor == "ray" else "local"
-            for parallel in args.parallel:
+        if args.runs and {"local", "ray"} <= set(args.executors):
+            pr = per_run(prepared, Path(tmp), args.ray, args.runs, args.tier)
+            lo, ro = statistics.median(pr["local"]), statistics.median(pr["ray"])
+            paired = statistics.median(r - q for q, r in zip(pr["local"], pr["ray"]))
+            print(f"per run, {args.runs} paired {args.tier}-tier runs with a warm kernel waiting (harness wall - kernel "
+                  f"execution): local median {lo:.3f} s, Ray {ro:.3f} s (of which transfers "
+                  f"{statistics.median(pr['ray_transfer']):.3f} s); Ray - local paired median {paired:+.3f} s, "
+                  f"ratio x{ro / lo:.2f}; kernel execution {statistics.median(pr['local_exec']):.2f} s vs "
+                  f"{statistics.median(pr['ray_exec']):.2f} s", flush=True)
+        for parallel in args.parallel:            # interleaved: a busy spell weighs on both executors
+            for executor in args.executors:
+                spec = args.ray if executor == "ray" else "local"
                 r = measure(prepared, Path(tmp) / f"{executor}-{parallel}", spec, parallel, args)
                 results.append(r)
                 print(f"{executor:<6} --parallel {parallel}: {r['experiments']} experiments in {r['wall_s']:.1f} s = "
