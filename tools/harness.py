@@ -146,7 +146,7 @@ class Harness:
         says where kernels run (tools/executors: "local", "ray", "ray://HOST:PORT",
         "ray:HOST:PORT"); scoring stays here whatever it says."""
         self.workspace = Path(workspace)
-        self.manifest = manifest
+        self._manifest = manifest
         self.kb = kb
         self.cache = Path(cache)
         self.python = python
@@ -185,12 +185,25 @@ class Harness:
         """Where kernels run (warm kernels start now: start-up and imports happen before a run needs them)."""
         if self._sandboxed and self._warm and self._executor_spec == "local":
             probe()                                # no sandbox: say so now, not in a pool thread
-        return open_executor(self._executor_spec, self.kernel_config(), slots=self.slots, hidden=self.hidden,
+        self._config = self.kernel_config()
+        return open_executor(self._executor_spec, self._config, slots=self.slots, hidden=self.hidden,
                              progress=self.progress)
 
     def _reopen(self) -> None:
         self.executor.close()
         self.executor = self._open_executor()
+
+    @property
+    def manifest(self) -> Manifest:
+        return self._manifest
+
+    @manifest.setter
+    def manifest(self, value: Manifest) -> None:
+        """A changed manifest; when it changes how kernels are made (its [sandbox] or preload),
+        the executor is opened again."""
+        self._manifest = value
+        if getattr(self, "_config", None) is not None and self.kernel_config() != self._config:
+            self._reopen()
 
     @property
     def sandboxed(self) -> bool:

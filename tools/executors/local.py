@@ -9,7 +9,8 @@ after the run the slot's run directory is moved to `spec.dest` on the same disk.
 Devices (tools/executors/devices.py): with GPUs, each lane is one GPU and has its own warm
 kernels, started with `CUDA_VISIBLE_DEVICES` naming that GPU alone; a run takes a free
 lane and waits while every GPU is busy. Without GPUs there is one CPU lane, shared by
-every run in flight (as before: `--parallel` runs share the cores). The sandbox binds the
+every run in flight (as before: `--parallel` runs share the cores); where every GPU is
+busy with another program, that CPU lane's kernels see none (`CUDA_VISIBLE_DEVICES=""`). The sandbox binds the
 GPU device files for every kernel; `CUDA_VISIBLE_DEVICES` is what keeps one run to its
 GPU, so code that ignores it (a raw driver call naming another device) is not stopped.
 """
@@ -22,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tools.executors import KernelConfig, RunResult, RunSpec
-from tools.executors.devices import Lanes, device_name, free_gpus
+from tools.executors.devices import Lanes, device_name, free_gpus, visible_gpus
 from tools.executors.node import Kernels, run_kernel
 from tools.sandbox import free_space
 from tools.splits import lay_out
@@ -42,11 +43,13 @@ class LocalExecutor:
         self.slots = Path(slots)
         self.gpus = list(free_gpus() if gpus is None else gpus)
         self._lanes = Lanes(self.gpus)
-        # one set of (warm) kernels per GPU, each started seeing that GPU only; one for the CPU lane
+        # one set of (warm) kernels per GPU, each started seeing that GPU only; one for the CPU lane,
+        # which sees no GPU at all where this machine has some but another program holds them
+        hide = {"CUDA_VISIBLE_DEVICES": ""} if gpus is None and not self.gpus and visible_gpus() else {}
         self._kernels = {gpu: Kernels(config, self.slots, self.python, {"CUDA_VISIBLE_DEVICES": gpu}, hidden,
                                       spares=1 if len(self.gpus) > 2 else None)
                          for gpu in self.gpus} if self.gpus else {None: Kernels(config, self.slots, self.python,
-                                                                                 hidden=hidden)}
+                                                                                 hide, hidden)}
 
     @property
     def lanes(self) -> int:
