@@ -68,6 +68,7 @@ def loop(workspace: Path, options: RunOptions, *, wait: bool = False) -> None:
     from agentx import app
     from agentx.llm import BudgetExceeded, LLMError, MissingAPIKeyError
     from knowledge import KnowledgeBase, KnowledgeBaseLocked
+    from tools.harness import RunLost
 
     try:
         summary = app.run(workspace, options, source="cli", say=progress, wait=wait)
@@ -75,6 +76,9 @@ def loop(workspace: Path, options: RunOptions, *, wait: bool = False) -> None:
         fail(exc)
     except (MissingAPIKeyError, LLMError, BudgetExceeded, KnowledgeBaseLocked) as exc:
         fail(UserError(one_line_fix(exc)))
+    except RunLost as exc:           # a Ray node died with the run: no evidence either way about the code
+        fail(UserError(f"{' '.join(str(exc).split())}; run the same command again to resume (finished runs are "
+                       "reused)"))
     root = Path(workspace).resolve()
     kb = KnowledgeBase.for_workspace(root)
     rows = [r for r in app.experiment_rows(kb) if r["id"] in set(summary.experiments)]
