@@ -77,8 +77,7 @@ def loop(workspace: Path, options: RunOptions, *, wait: bool = False) -> None:
     except (MissingAPIKeyError, LLMError, BudgetExceeded, KnowledgeBaseLocked) as exc:
         fail(UserError(one_line_fix(exc)))
     except RunLost as exc:           # a Ray node died with the run: no evidence either way about the code
-        fail(UserError(f"{' '.join(str(exc).split())}; run the same command again to resume (finished runs are "
-                       "reused)"))
+        fail(UserError(" ".join(str(exc).split())))     # it says to run the same command again
     root = Path(workspace).resolve()
     kb = KnowledgeBase.for_workspace(root)
     rows = [r for r in app.experiment_rows(kb) if r["id"] in set(summary.experiments)]
