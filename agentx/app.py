@@ -26,7 +26,6 @@ from pydantic import BaseModel, Field
 from agentx.errors import UserError
 from agentx.state import Budget, Proposal
 from knowledge.queue import Request, RequestQueue
-from tools.executors import default_parallel
 
 Say = Callable[[str], None]
 
@@ -103,7 +102,7 @@ def loop_context(ws, options: RunOptions, say: Say, *, brainstorm=None, request_
     settings = EvalSettings(tier=options.tier, seeds=seeds, max_seeds=max(seeds, options.max_seeds or harness.spec.seeds.max))
     evolver = Evolver(LLMProposer(brains.clients[0]), brains.clients[0]) if brains.clients else Evolver()
     ctx = LoopContext(ws, brainstorm or brains.brainstorm, brains.developer, settings,
-                      parallel=options.parallel or default_parallel(options.executor), progress=say,   # free devices
+                      parallel=options.parallel or ws.harness.executor.default_parallel, progress=say,  # free devices
                       llm_clients=brains.clients, evolve_every=options.evolve_every, evolver=evolver,
                       seeds_from_harness=options.seeds is None and options.max_seeds is None, request_id=request_id)
     say(f"harness: {harness.short} ({harness.proposer}); evolution "
