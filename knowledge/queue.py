@@ -144,13 +144,23 @@ class RequestQueue:
 
     def progress(self, request_id: int, after: int = 0, limit: int = 500) -> list[ProgressLine]:
         """Progress lines of a request with an id above `after` (what a stream has not sent yet)."""
-        return [ProgressLine(r["id"], r["request_id"], r["ts"], r["line"]) for r in self.kb.query(
+        return [_line(r) for r in self.kb.query(
             "SELECT * FROM request_progress WHERE request_id = ? AND id > ? ORDER BY id LIMIT ?",
             [request_id, after, limit])]
+
+    def tail(self, request_id: int, n: int = 12) -> list[ProgressLine]:
+        """The latest `n` progress lines of a request, oldest first."""
+        rows = self.kb.query("SELECT * FROM (SELECT * FROM request_progress WHERE request_id = ? ORDER BY id DESC "
+                             "LIMIT ?) ORDER BY id", [request_id, n])
+        return [_line(r) for r in rows]
 
 
 def _request(row: dict[str, Any]) -> Request:
     return Request(**{name: row[name] for name in Request.__dataclass_fields__})
+
+
+def _line(row: dict[str, Any]) -> ProgressLine:
+    return ProgressLine(row["id"], row["request_id"], row["ts"], row["line"])
 
 
 def _now() -> dt.datetime:

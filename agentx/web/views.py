@@ -48,7 +48,7 @@ def run_status(kb, queue: RequestQueue) -> dict[str, Any]:
                            "recent": [_request_json(r) for r in queue.recent(10)]}
     if running is None:
         return out
-    lines = queue.progress(running.id, after=0, limit=100000)[-12:]
+    lines = queue.tail(running.id, 12)
     kernels = kb.query("SELECT id, experiment_id, arm, tier, seed, started_at, sandbox FROM runs "
                        "WHERE status = 'running' ORDER BY started_at")
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
