@@ -128,8 +128,9 @@ def open_for_run(workspace: Path, options: RunOptions, say: Say, *, wait: bool =
                           sandboxed=not options.unsandboxed, executor=options.executor)
 
 
-def summarise(ws, request_id: int, result, before: set[str]) -> RunSummary:
-    rows = [r for r in experiment_rows(ws.kb) if r["id"] in set(result.finished) or r["id"] not in before]
+def summarise(ws, request_id: int, result) -> RunSummary:
+    """The experiments this run finished (a resumed one's too) or started (they carry its request id)."""
+    rows = experiment_rows(ws.kb, ids=result.finished, request_id=request_id)
     return RunSummary(request_id, result.thread_id, result.resumed, [r["id"] for r in rows], result.stop_reason,
                       no_verdict_reason(ws.kb, rows, result.stop_reason, ws.root))
 
@@ -154,9 +155,8 @@ def _carry_out(queue: RequestQueue, request_id: int, workspace: Path, options: R
     try:
         ws = open_for_run(workspace, options, tee, wait=wait)
         try:
-            before = {r["id"] for r in experiment_rows(ws.kb)}
             result = run_in(ws, options, tee, request_id=request_id)
-            summary = summarise(ws, request_id, result, before)
+            summary = summarise(ws, request_id, result)
         finally:
             ws.close()
     except BaseException as exc:
@@ -211,13 +211,18 @@ def _review(workspace: Path, kind: str, payload: dict, source: str, wait: bool):
     from knowledge import KnowledgeBase
 
     queue = RequestQueue(KnowledgeBase.for_workspace(workspace))
-    request_id = queue.submit(kind, payload, source=source, running=True)
+    return _carry_out_review(queue, queue.submit(kind, payload, source=source, running=True), workspace, kind,
+                             payload, wait=wait)
+
+
+def _carry_out_review(queue: RequestQueue, request_id: int, workspace: Path, kind: str, payload: dict, *,
+                      wait: bool = False):
     try:
         outcome = _do_review(workspace, kind, payload, wait=wait)
     except BaseException as exc:
         queue.finish(request_id, status="failed", error=" ".join(str(exc).split()))
         raise
-    queue.finish(request_id, status="done", result={"merge_commit": outcome.commit} if outcome else {})
+    queue.finish(request_id, status="done", result={"merge_commit": outcome.commit} if outcome is not None else {})
     return outcome
 
 
@@ -285,13 +290,7 @@ class Worker:
             say(f"done: {', '.join(summary.experiments) or 'no experiment'}"
                 + (f"; stopped: {summary.stop_reason}" if summary.stop_reason else ""))
             return
-        try:
-            outcome = _do_review(self.workspace, request.kind, request.payload)
-        except BaseException as exc:
-            self.queue.finish(request.id, status="failed", error=" ".join(str(exc).split()))
-            raise
-        self.queue.finish(request.id, status="done",
-                          result={"merge_commit": outcome.commit} if outcome is not None else {})
+        _carry_out_review(self.queue, request.id, self.workspace, request.kind, request.payload)
 
     def serve_forever(self) -> None:
         while not self.stop.is_set():
@@ -329,11 +328,15 @@ EXPERIMENT_SQL = """
     LEFT JOIN pull_requests p ON p.experiment_id = e.id"""
 
 
-def experiment_rows(kb, *, decision: str | None = None, recipe: str | None = None,
-                    since=None) -> list[dict]:
+def experiment_rows(kb, *, decision: str | None = None, recipe: str | None = None, since=None,
+                    ids: list[str] | None = None, request_id: int | None = None) -> list[dict]:
     """Every experiment with its latest verdict and PR, oldest first; filtered by decision
-    (a verdict's decision, or an experiment status such as 'failed') and recipe."""
+    (a verdict's decision, or an experiment status such as 'failed') and recipe; with `ids`
+    and/or `request_id`, only those experiments and the ones that request made."""
     where, params = [], []
+    if ids is not None or request_id is not None:
+        where.append("(list_contains(?, e.id) OR e.request_id = ?)")
+        params += [list(ids or []), request_id]
     if decision:
         where.append("coalesce(v.decision, e.status) = ?")
         params.append(decision)

@@ -80,7 +80,7 @@ def loop(workspace: Path, options: RunOptions, *, wait: bool = False) -> None:
         fail(UserError(" ".join(str(exc).split())))     # it says to run the same command again
     root = Path(workspace).resolve()
     kb = KnowledgeBase.for_workspace(root)
-    rows = [r for r in app.experiment_rows(kb) if r["id"] in set(summary.experiments)]
+    rows = app.experiment_rows(kb, ids=summary.experiments)
     console.print(results_table(rows, f"this run ({'resumed ' if summary.resumed else ''}{summary.thread_id})"))
     if summary.stop_reason:
         console.print(f"stopped: {escape(summary.stop_reason)}", soft_wrap=True)

@@ -71,7 +71,7 @@ def request_outcome(kb, request: Request) -> dict[str, Any]:
     """The end of a request: its status and, per experiment it made, the verdict and PR."""
     from agentx.app import experiment_rows
 
-    rows = [r for r in experiment_rows(kb) if r["request_id"] == request.id]
+    rows = experiment_rows(kb, request_id=request.id)
     return {"request": _request_json(request), "result": request.result,
             "experiments": [{k: r[k] for k in ("id", "title", "status", "decision", "delta", "ci_low", "ci_high",
                                                "pr", "pr_state", "branch")} for r in rows]}
