@@ -387,7 +387,7 @@ def experiment_report(kb, experiment_id: str) -> dict:
                          if pr else None),
         "pr_state": pr["state"] if pr else None,
         "runs": [{k: r[k] for k in ("id", "arm", "tier", "seed", "status", "failure_kind", "commit_sha",
-                                    "wall_s", "sandbox", "network")} for r in runs],
+                                    "wall_s", "exec_s", "sandbox", "network", "run_dir")} for r in runs],
         "verdict_history": [{k: v[k] for k in ("id", "decision", "delta", "ci_low", "ci_high", "n_seeds")}
                             for v in verdicts],
     }

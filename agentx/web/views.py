@@ -94,8 +94,7 @@ def experiment_detail(root: Path, kb, experiment_id: str, manifest) -> dict[str,
                                     report["ci_high"], report["decision"] or ""))
     figures = [plots.forest(seeds, f"test {report['metric'] or manifest.metric.primary} effect per seed (95% CI "
                                    "on all seeds)", "treatment - control")]
-    runs = kb.query("SELECT id, arm, tier, seed, status, failure_kind, run_dir, wall_s, exec_s FROM runs "
-                    "WHERE experiment_id = ? ORDER BY started_at", [experiment_id])
+    runs = report["runs"]                     # in the order they started
     per_run = {f"{r['arm']} s{r['seed']} {r['tier']}": learning_curve(r["run_dir"]) for r in runs}
     names = {name for curve in per_run.values() for name in curve}
     curves = {(run if len(names) == 1 else f"{run} {name}"): points
